@@ -1,0 +1,260 @@
+//! Chunks: the unit that the store tracks, a peer advertises and a request
+//! asks for, and [`ChunkBitmap`], the set of chunks a node holds.
+//!
+//! A chunk is one 16 KiB BLAKE3 chunk group (16 chunks of 1 KiB), the same
+//! block size as BitTorrent v2 and iroh. It is also the granularity of the
+//! outboard (see [`crate::verified`]): one hash pair per chunk, 0.39% of the
+//! blob's size. The last chunk of a blob may be shorter.
+
+use std::ops::Range;
+
+use bao_tree::BlockSize;
+
+/// log2 of the number of 1 KiB BLAKE3 chunks in one p2pmodel chunk.
+pub const CHUNK_LOG: u8 = 4;
+
+/// Size of one chunk in bytes (16 KiB).
+pub const CHUNK_SIZE: u64 = 1024 << CHUNK_LOG;
+
+/// The bao-tree block size matching [`CHUNK_SIZE`].
+pub const fn block_size() -> BlockSize {
+    BlockSize::from_chunk_log(CHUNK_LOG)
+}
+
+/// Number of chunks in a blob of `size` bytes (0 for an empty blob).
+pub const fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(CHUNK_SIZE)
+}
+
+/// Byte range of chunk `index` in a blob of `size` bytes.
+///
+/// # Panics
+/// If `index` is not a chunk of such a blob.
+pub fn chunk_bytes(index: u64, size: u64) -> Range<u64> {
+    assert!(
+        index < chunk_count(size),
+        "chunk {index} is past the end of a {size} byte blob"
+    );
+    let start = index * CHUNK_SIZE;
+    start..size.min(start + CHUNK_SIZE)
+}
+
+/// Which chunks of a blob are present: one bit per chunk, chunk 0 in the
+/// lowest bit of byte 0.
+///
+/// Its byte form ([`ChunkBitmap::as_bytes`]) is what the store persists;
+/// memory is one bit per 16 KiB, 8 KiB per GiB of blob.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChunkBitmap {
+    bits: Vec<u8>,
+    len: u64,
+    count: u64,
+}
+
+/// A byte form that does not fit the blob it is meant for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a bitmap of {chunks} chunks is {expected} bytes long; got {got} bytes, or bits set past the end"
+)]
+pub struct BitmapLengthError {
+    chunks: u64,
+    expected: usize,
+    got: usize,
+}
+
+impl ChunkBitmap {
+    /// An empty bitmap for `len` chunks.
+    pub fn new(len: u64) -> Self {
+        Self {
+            bits: vec![0; Self::byte_len(len)],
+            len,
+            count: 0,
+        }
+    }
+
+    /// A bitmap for `len` chunks with every chunk present.
+    pub fn full(len: u64) -> Self {
+        let mut bitmap = Self::new(len);
+        bitmap.set_range(0..len);
+        bitmap
+    }
+
+    /// Reads the byte form written by [`ChunkBitmap::as_bytes`].
+    ///
+    /// # Errors
+    /// When the length does not match `len` or a bit past `len` is set.
+    pub fn from_bytes(len: u64, bytes: &[u8]) -> Result<Self, BitmapLengthError> {
+        let expected = Self::byte_len(len);
+        let error = || BitmapLengthError {
+            chunks: len,
+            expected,
+            got: bytes.len(),
+        };
+        if bytes.len() != expected {
+            return Err(error());
+        }
+        let tail_bits = len % 8;
+        if tail_bits != 0 && bytes[expected - 1] >> tail_bits != 0 {
+            return Err(error());
+        }
+        let count = bytes.iter().map(|b| u64::from(b.count_ones())).sum();
+        Ok(Self {
+            bits: bytes.to_vec(),
+            len,
+            count,
+        })
+    }
+
+    fn byte_len(len: u64) -> usize {
+        usize::try_from(len.div_ceil(8)).expect("bitmap fits in memory")
+    }
+
+    /// The byte form, for storage.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    /// Number of chunks the bitmap covers.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True if and only if the bitmap covers no chunk (an empty blob).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of chunks present.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// True if and only if every chunk is present.
+    pub fn is_complete(&self) -> bool {
+        self.count == self.len
+    }
+
+    /// True if and only if chunk `index` is present.
+    pub fn get(&self, index: u64) -> bool {
+        index < self.len && self.bits[(index / 8) as usize] & (1 << (index % 8)) != 0
+    }
+
+    /// Marks chunk `index` present; returns true if it was missing.
+    ///
+    /// # Panics
+    /// If `index` is past the end.
+    pub fn set(&mut self, index: u64) -> bool {
+        assert!(
+            index < self.len,
+            "chunk {index} is past the end of {} chunks",
+            self.len
+        );
+        let byte = &mut self.bits[(index / 8) as usize];
+        let mask = 1 << (index % 8);
+        let was_missing = *byte & mask == 0;
+        *byte |= mask;
+        self.count += u64::from(was_missing);
+        was_missing
+    }
+
+    /// Marks every chunk in `range` present.
+    pub fn set_range(&mut self, range: Range<u64>) {
+        for index in range {
+            self.set(index);
+        }
+    }
+
+    /// Marks chunk `index` missing; returns true if it was present.
+    pub fn clear(&mut self, index: u64) -> bool {
+        if !self.get(index) {
+            return false;
+        }
+        self.bits[(index / 8) as usize] &= !(1 << (index % 8));
+        self.count -= 1;
+        true
+    }
+
+    /// Runs of consecutive missing chunks, in order.
+    pub fn missing_runs(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.runs(false)
+    }
+
+    /// Runs of consecutive present chunks, in order.
+    pub fn present_runs(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.runs(true)
+    }
+
+    fn runs(&self, present: bool) -> impl Iterator<Item = Range<u64>> + '_ {
+        let mut index = 0;
+        std::iter::from_fn(move || {
+            while index < self.len && self.get(index) != present {
+                index += 1;
+            }
+            if index >= self.len {
+                return None;
+            }
+            let start = index;
+            while index < self.len && self.get(index) == present {
+                index += 1;
+            }
+            Some(start..index)
+        })
+    }
+}
+
+impl std::fmt::Debug for ChunkBitmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkBitmap({}/{} chunks)", self.count, self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn chunk_arithmetic_at_the_edges() {
+        assert_eq!(chunk_count(0), 0);
+        assert_eq!(chunk_count(1), 1);
+        assert_eq!(chunk_count(CHUNK_SIZE), 1);
+        assert_eq!(chunk_count(CHUNK_SIZE + 1), 2);
+        assert_eq!(chunk_bytes(1, CHUNK_SIZE + 1), CHUNK_SIZE..CHUNK_SIZE + 1);
+    }
+
+    #[test]
+    fn runs_alternate_between_present_and_missing() {
+        let mut bitmap = ChunkBitmap::new(10);
+        bitmap.set_range(2..4);
+        bitmap.set(9);
+        assert_eq!(bitmap.missing_runs().collect::<Vec<_>>(), vec![0..2, 4..9]);
+        assert_eq!(bitmap.present_runs().collect::<Vec<_>>(), vec![2..4, 9..10]);
+        assert_eq!(bitmap.count(), 3);
+        assert!(bitmap.clear(9));
+        assert!(!bitmap.clear(9));
+        assert_eq!(bitmap.count(), 2);
+    }
+
+    #[test]
+    fn byte_form_refuses_wrong_length_and_stray_bits() {
+        assert!(ChunkBitmap::from_bytes(9, &[0]).is_err());
+        assert!(ChunkBitmap::from_bytes(9, &[0, 0b10]).is_err());
+        assert_eq!(
+            ChunkBitmap::from_bytes(9, &[0xff, 1]).unwrap(),
+            ChunkBitmap::full(9)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn byte_form_round_trips(len in 0u64..300, picks in proptest::collection::vec(any::<u64>(), 0..50)) {
+            let mut bitmap = ChunkBitmap::new(len);
+            for pick in picks.iter().filter(|_| len > 0) {
+                bitmap.set(pick % len);
+            }
+            let back = ChunkBitmap::from_bytes(len, bitmap.as_bytes()).unwrap();
+            prop_assert_eq!(back.count(), bitmap.count());
+            prop_assert_eq!(back, bitmap);
+        }
+    }
+}
