@@ -21,8 +21,8 @@ use bao_tree::io::{BaoContentItem, DecodeError};
 use bao_tree::{BaoTree, ChunkNum, ChunkRanges};
 use bytes::Bytes;
 
-use crate::Hash;
 use crate::chunks::{CHUNK_LOG, CHUNK_SIZE, block_size, chunk_count};
+use crate::{ChunkBitmap, Hash};
 
 /// Size in bytes of the outboard of a blob of `size` bytes (64 bytes per
 /// chunk, minus one: 0.39% of the blob).
@@ -230,6 +230,23 @@ impl<D: ReadAt> Outboard<D> {
         Ok(())
     }
 
+    /// Rehashes `blob` against the tree and returns the chunks whose bytes
+    /// are right: how the store rebuilds its records after a crash or finds
+    /// bytes that rotted on disk.
+    ///
+    /// # Errors
+    /// When reading the outboard fails.
+    pub fn valid_chunks(&self, blob: impl ReadAt) -> Result<ChunkBitmap, VerifyError> {
+        let mut valid = ChunkBitmap::new(self.chunks());
+        for range in bao::valid_ranges(&self.inner, blob, &ChunkRanges::all()) {
+            let range = range.map_err(VerifyError::Io)?;
+            let start = range.start.0 >> CHUNK_LOG;
+            let end = range.end.0.div_ceil(1 << CHUNK_LOG).min(self.chunks());
+            valid.set_range(start..end);
+        }
+        Ok(valid)
+    }
+
     /// Encodes chunks `chunks` of `blob` together with the proof that ties
     /// them to the root: what a peer sends for a range request.
     ///
@@ -390,6 +407,18 @@ mod tests {
         assert!(Outboard::from_untrusted(outboard.hash(), size, bytes.clone()).is_ok());
         assert!(Outboard::from_untrusted(Hash::of(b"other"), size, bytes.clone()).is_err());
         assert!(Outboard::from_untrusted(outboard.hash(), size, bytes[1..].to_vec()).is_err());
+    }
+
+    #[test]
+    fn valid_chunks_finds_exactly_the_damaged_ones() {
+        let size = 6 * CHUNK_SIZE + 10;
+        let mut data = blob(size);
+        let outboard = Outboard::compute(&data[..], size).unwrap();
+        assert!(outboard.valid_chunks(&data[..]).unwrap().is_complete());
+        data[(CHUNK_SIZE + 3) as usize] ^= 4;
+        data[(6 * CHUNK_SIZE + 9) as usize] ^= 4;
+        let valid = outboard.valid_chunks(&data[..]).unwrap();
+        assert_eq!(valid.missing_runs().collect::<Vec<_>>(), vec![1..2, 6..7]);
     }
 
     #[test]

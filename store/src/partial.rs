@@ -1,0 +1,431 @@
+//! [`Partial`]: a blob still arriving, written in place, with the set of
+//! chunks already present persisted in batches.
+//!
+//! # The durability window
+//!
+//! Chunks are written to `partial/KEY.data` as they arrive and marked in an
+//! in-memory [`ChunkBitmap`]. The bitmap reaches the database only in a
+//! commit, and a commit first fsyncs the data file: so the database never
+//! marks a chunk whose bytes are not on disk. A commit happens when
+//! [`COMMIT_BYTES`] of new chunks have accumulated or [`COMMIT_INTERVAL`]
+//! has passed since the last one, and on [`Partial::commit`]. A crash
+//! therefore loses at most one window: 64 MiB or one second of chunks,
+//! whichever comes first, plus the requests that were in flight. Nothing
+//! unwritten or unverified is ever marked present in a verified partial.
+
+use std::fs::{self, File, OpenOptions};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
+use p2pmodel_protocol::{ChunkBitmap, Hash, Outboard};
+use redb::ReadableDatabase;
+
+use crate::error::{Error, Result};
+use crate::store::{Store, remove_if_exists, write_synced};
+use crate::tables::{self, PartialMode, PartialRecord};
+
+/// New chunk bytes after which a commit is due.
+pub const COMMIT_BYTES: u64 = 64 << 20;
+/// Time after which a commit is due once any chunk is new.
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a partial download is kept under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PartialKey {
+    /// A blob whose hash is known.
+    Blob(Hash),
+    /// A plain URL whose content's hash is not known yet.
+    Url(String),
+}
+
+impl PartialKey {
+    /// The 32-byte id used for the database and the file names: the blob's
+    /// hash, or a keyed BLAKE3 of the URL.
+    pub fn id(&self) -> [u8; 32] {
+        match self {
+            PartialKey::Blob(hash) => *hash.as_bytes(),
+            PartialKey::Url(url) => {
+                *blake3::keyed_hash(b"p2pmodel partial download of url", url.as_bytes()).as_bytes()
+            }
+        }
+    }
+
+    fn expected(&self) -> Option<[u8; 32]> {
+        match self {
+            PartialKey::Blob(hash) => Some(*hash.as_bytes()),
+            PartialKey::Url(_) => None,
+        }
+    }
+}
+
+/// A blob being written into the store. Safe to share between tasks:
+/// writes of different chunks may run at once.
+#[derive(Debug)]
+pub struct Partial {
+    store: Store,
+    key: PartialKey,
+    id: [u8; 32],
+    size: u64,
+    mode: PartialMode,
+    file: File,
+    path: PathBuf,
+    state: Mutex<State>,
+    commit_lock: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct State {
+    present: ChunkBitmap,
+    uncommitted_bytes: u64,
+    last_commit: Instant,
+}
+
+impl Store {
+    pub(crate) fn partial_path(&self, id: &[u8; 32], extension: &str) -> PathBuf {
+        self.root()
+            .join("partial")
+            .join(format!("{}.{extension}", Hash::from_bytes(*id)))
+    }
+
+    /// The record of a partial download, if there is one.
+    pub fn partial_record(&self, id: &[u8; 32]) -> Result<Option<PartialRecord>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(tables::PARTIALS)?;
+        match table.get(id)? {
+            Some(value) => Ok(Some(tables::decode(value.value(), "partial record")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens the partial download `key` of `size` bytes, resuming the
+    /// chunks already recorded, or starts one.
+    ///
+    /// Recorded chunks are kept only when they are still good: the size is
+    /// the same, and the mode is the same (for an unverified partial: the
+    /// same source and the same content validator). Otherwise the partial
+    /// starts empty, so bytes of two versions are never mixed.
+    ///
+    /// # Errors
+    /// I/O and database errors.
+    pub fn open_partial(&self, key: PartialKey, size: u64, mode: PartialMode) -> Result<Partial> {
+        let id = key.id();
+        let path = self.partial_path(&id, "data");
+        let existing = self.partial_record(&id)?;
+        let keep = existing
+            .as_ref()
+            .is_some_and(|record| record.size == size && record.mode == mode);
+        let chunks = chunk_count(size);
+        let present = if keep {
+            self.stored_bitmap(&id, chunks)?
+                .unwrap_or_else(|| ChunkBitmap::new(chunks))
+        } else {
+            if existing.is_some() {
+                tracing::info!(key = %Hash::from_bytes(id), "discarding a partial download that no longer matches its source");
+            }
+            ChunkBitmap::new(chunks)
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io("opening partial file", &path))?;
+        file.set_len(size)
+            .map_err(Error::io("sizing partial file", &path))?;
+        if !keep {
+            let record = PartialRecord {
+                size,
+                expected: key.expected(),
+                mode: mode.clone(),
+                touched_at: tables::now(),
+            };
+            let txn = self.db().begin_write()?;
+            txn.open_table(tables::PARTIALS)?
+                .insert(&id, &tables::encode(&record)[..])?;
+            txn.open_table(tables::BITMAPS)?
+                .insert(&id, present.as_bytes())?;
+            txn.commit()?;
+        }
+        Ok(Partial {
+            store: self.clone(),
+            key,
+            id,
+            size,
+            mode,
+            file,
+            path,
+            state: Mutex::new(State {
+                present,
+                uncommitted_bytes: 0,
+                last_commit: Instant::now(),
+            }),
+            commit_lock: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn stored_bitmap(&self, id: &[u8; 32], chunks: u64) -> Result<Option<ChunkBitmap>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(tables::BITMAPS)?;
+        let Some(bytes) = table.get(id)? else {
+            return Ok(None);
+        };
+        ChunkBitmap::from_bytes(chunks, bytes.value())
+            .map(Some)
+            .map_err(|error| Error::Corrupt(error.to_string()))
+    }
+
+    /// Keeps a checked outboard for the blob `hash` that is still arriving,
+    /// so that a resumed download verifies per chunk without fetching the
+    /// outboard again.
+    ///
+    /// # Errors
+    /// I/O and database errors.
+    pub fn put_partial_outboard(&self, outboard: &Outboard) -> Result<()> {
+        let hash = outboard.hash();
+        let path = self.partial_path(hash.as_bytes(), "obao");
+        let staging = self.tmp_path(&format!("{hash}.partial.obao"));
+        write_synced(&staging, outboard.as_bytes())?;
+        fs::rename(&staging, &path).map_err(Error::io("saving outboard", &path))?;
+        let txn = self.db().begin_write()?;
+        txn.open_table(tables::OUTBOARDS)?
+            .insert(hash.as_bytes(), outboard.as_bytes().len() as u64)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+impl Partial {
+    /// What this partial is kept under.
+    pub fn key(&self) -> &PartialKey {
+        &self.key
+    }
+
+    /// Size of the blob in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// How recorded chunks were checked.
+    pub fn mode(&self) -> &PartialMode {
+        &self.mode
+    }
+
+    /// The chunks present now (including ones not yet committed).
+    pub fn present(&self) -> ChunkBitmap {
+        self.lock().present.clone()
+    }
+
+    /// Bytes present now.
+    pub fn present_bytes(&self) -> u64 {
+        (self.lock().present.count() * CHUNK_SIZE).min(self.size)
+    }
+
+    /// True if and only if every chunk is present.
+    pub fn is_complete(&self) -> bool {
+        self.lock().present.is_complete()
+    }
+
+    /// Runs of chunks still missing.
+    pub fn missing(&self) -> Vec<Range<u64>> {
+        self.lock().present.missing_runs().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes whole chunks starting at chunk `first_chunk` and marks them
+    /// present. In a verified partial the caller must have checked them
+    /// against the outboard. Commits when the window is full.
+    ///
+    /// # Errors
+    /// A write error (a full disk, say); chunks already recorded stay.
+    pub fn write_chunks(&self, first_chunk: u64, data: &[u8]) -> Result<()> {
+        let offset = first_chunk * CHUNK_SIZE;
+        let end = offset + data.len() as u64;
+        assert!(
+            end <= self.size && (end % CHUNK_SIZE == 0 || end == self.size),
+            "write of {} bytes at chunk {first_chunk} is not whole chunks of a {} byte blob",
+            data.len(),
+            self.size
+        );
+        self.file
+            .write_all_at(data, offset)
+            .map_err(Error::io("writing partial file", &self.path))?;
+        let due = {
+            let mut state = self.lock();
+            let mut new = 0;
+            for chunk in first_chunk..end.div_ceil(CHUNK_SIZE) {
+                if state.present.set(chunk) {
+                    new += 1;
+                }
+            }
+            state.uncommitted_bytes += new * CHUNK_SIZE;
+            state.uncommitted_bytes >= COMMIT_BYTES
+                || (state.uncommitted_bytes > 0 && state.last_commit.elapsed() >= COMMIT_INTERVAL)
+        };
+        if due { self.commit() } else { Ok(()) }
+    }
+
+    /// Reads whole chunks from the partial file (for the final hash, or to
+    /// serve present chunks).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(Error::io("reading partial file", &self.path))
+    }
+
+    /// Syncs the data file, then records the present chunks in the database.
+    ///
+    /// # Errors
+    /// I/O and database errors; chunks committed before stay committed.
+    pub fn commit(&self) -> Result<()> {
+        let _serial = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snapshot = {
+            let mut state = self.lock();
+            if state.uncommitted_bytes == 0 {
+                return Ok(());
+            }
+            state.uncommitted_bytes = 0;
+            state.last_commit = Instant::now();
+            state.present.clone()
+        };
+        self.file
+            .sync_data()
+            .map_err(Error::io("syncing partial file", &self.path))?;
+        let record = PartialRecord {
+            size: self.size,
+            expected: self.key.expected(),
+            mode: self.mode.clone(),
+            touched_at: tables::now(),
+        };
+        let txn = self.store.db().begin_write()?;
+        txn.open_table(tables::PARTIALS)?
+            .insert(&self.id, &tables::encode(&record)[..])?;
+        txn.open_table(tables::BITMAPS)?
+            .insert(&self.id, snapshot.as_bytes())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forgets every recorded chunk (the source's content changed under an
+    /// unverified partial).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn reset(&self) -> Result<()> {
+        let _serial = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let empty = ChunkBitmap::new(chunk_count(self.size));
+        {
+            let mut state = self.lock();
+            state.present = empty.clone();
+            state.uncommitted_bytes = 0;
+        }
+        let txn = self.store.db().begin_write()?;
+        txn.open_table(tables::BITMAPS)?
+            .insert(&self.id, empty.as_bytes())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Checks the whole blob and publishes it under its hash.
+    ///
+    /// The data file is hashed from disk (and, without a stored outboard,
+    /// its outboard built in the same pass); only when the hash is the
+    /// expected one does the blob appear in `blobs/`.
+    ///
+    /// # Errors
+    /// [`Error::Incomplete`] when chunks are missing, [`Error::HashMismatch`]
+    /// when the bytes are wrong (the partial is then emptied, since no
+    /// recorded chunk can be trusted), and I/O and database errors.
+    pub fn finish(self) -> Result<Hash> {
+        let present = self.present();
+        if !present.is_complete() {
+            return Err(Error::Incomplete {
+                key: Hash::from_bytes(self.id).to_string(),
+                present: present.count(),
+                total: present.len(),
+            });
+        }
+        self.file
+            .sync_all()
+            .map_err(Error::io("syncing partial file", &self.path))?;
+        let stored_outboard = self.store.partial_path(&self.id, "obao");
+        let (actual, outboard_path) =
+            if self.mode == PartialMode::Verified && stored_outboard.exists() {
+                let mut hasher = blake3::Hasher::new();
+                hasher
+                    .update_mmap_rayon(&self.path)
+                    .map_err(Error::io("hashing partial file", &self.path))?;
+                (Hash::from(hasher.finalize()), stored_outboard)
+            } else {
+                let reader = File::open(&self.path)
+                    .map_err(Error::io("reading partial file", &self.path))?;
+                let reader = std::io::BufReader::with_capacity(1 << 20, reader);
+                let outboard = Outboard::compute(reader, self.size)
+                    .map_err(Error::io("hashing partial file", &self.path))?;
+                let staging = self.store.tmp_path(&format!("{}.obao", outboard.hash()));
+                write_synced(&staging, outboard.as_bytes())?;
+                (outboard.hash(), staging)
+            };
+        if let Some(expected) = self.key.expected().map(Hash::from_bytes) {
+            if actual != expected {
+                let _ = self.reset();
+                return Err(Error::HashMismatch { expected, actual });
+            }
+        }
+        if self.store.has(actual)? {
+            let _ = self.discard_files();
+            self.discard_records()?;
+            return Ok(actual);
+        }
+        self.store
+            .publish(actual, self.size, &self.path, &outboard_path, Some(self.id))?;
+        Ok(actual)
+    }
+
+    /// Deletes the partial: its records and its files.
+    ///
+    /// # Errors
+    /// I/O and database errors.
+    pub fn discard(self) -> Result<()> {
+        self.discard_records()?;
+        self.discard_files()
+    }
+
+    fn discard_records(&self) -> Result<()> {
+        let txn = self.store.db().begin_write()?;
+        {
+            txn.open_table(tables::PARTIALS)?.remove(&self.id)?;
+            txn.open_table(tables::BITMAPS)?.remove(&self.id)?;
+            if let Some(hash) = self.key.expected() {
+                if !self.store.has(Hash::from_bytes(hash))? {
+                    txn.open_table(tables::OUTBOARDS)?.remove(&hash)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn discard_files(&self) -> Result<()> {
+        remove_if_exists(&self.path)?;
+        remove_if_exists(&self.store.partial_path(&self.id, "obao"))
+    }
+}
