@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
+use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_bytes, chunk_count};
 use p2pmodel_protocol::{ChunkBitmap, Hash, Outboard};
 use redb::ReadableDatabase;
 
@@ -222,7 +222,14 @@ impl Partial {
 
     /// Bytes present now.
     pub fn present_bytes(&self) -> u64 {
-        (self.lock().present.count() * CHUNK_SIZE).min(self.size)
+        let state = self.lock();
+        let last = state.present.len().checked_sub(1);
+        let short_tail = last
+            .filter(|&last| state.present.get(last))
+            .map_or(0, |last| {
+                CHUNK_SIZE - (chunk_bytes(last, self.size).end - last * CHUNK_SIZE)
+            });
+        state.present.count() * CHUNK_SIZE - short_tail
     }
 
     /// True if and only if every chunk is present.
@@ -241,13 +248,19 @@ impl Partial {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// True if and only if chunk `index` is present.
+    pub fn has_chunk(&self, index: u64) -> bool {
+        self.lock().present.get(index)
+    }
+
     /// Writes whole chunks starting at chunk `first_chunk` and marks them
-    /// present. In a verified partial the caller must have checked them
-    /// against the outboard. Commits when the window is full.
+    /// present; returns how many of those bytes were new. In a verified
+    /// partial the caller must have checked them against the outboard.
+    /// Commits when the window is full.
     ///
     /// # Errors
     /// A write error (a full disk, say); chunks already recorded stay.
-    pub fn write_chunks(&self, first_chunk: u64, data: &[u8]) -> Result<()> {
+    pub fn write_chunks(&self, first_chunk: u64, data: &[u8]) -> Result<u64> {
         let offset = first_chunk * CHUNK_SIZE;
         let end = offset + data.len() as u64;
         assert!(
@@ -259,19 +272,23 @@ impl Partial {
         self.file
             .write_all_at(data, offset)
             .map_err(Error::io("writing partial file", &self.path))?;
-        let due = {
+        let (new_bytes, due) = {
             let mut state = self.lock();
-            let mut new = 0;
+            let mut new_bytes = 0;
             for chunk in first_chunk..end.div_ceil(CHUNK_SIZE) {
                 if state.present.set(chunk) {
-                    new += 1;
+                    new_bytes += chunk_bytes(chunk, self.size).end - chunk * CHUNK_SIZE;
                 }
             }
-            state.uncommitted_bytes += new * CHUNK_SIZE;
-            state.uncommitted_bytes >= COMMIT_BYTES
-                || (state.uncommitted_bytes > 0 && state.last_commit.elapsed() >= COMMIT_INTERVAL)
+            state.uncommitted_bytes += new_bytes;
+            let due = state.uncommitted_bytes >= COMMIT_BYTES
+                || (state.uncommitted_bytes > 0 && state.last_commit.elapsed() >= COMMIT_INTERVAL);
+            (new_bytes, due)
         };
-        if due { self.commit() } else { Ok(()) }
+        if due {
+            self.commit()?;
+        }
+        Ok(new_bytes)
     }
 
     /// Reads whole chunks from the partial file (for the final hash, or to

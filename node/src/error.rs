@@ -1,0 +1,64 @@
+//! [`FetchError`]: why a fetch did not produce a verified blob or model.
+
+use p2pmodel_protocol::{Hash, ManifestError, Sha256};
+
+use crate::mirror::{DownloadError, MirrorError};
+
+/// Why a fetch ended without its blob or model. Whatever was verified
+/// before the error stays in the store, and the next fetch resumes it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The caller cancelled (a pause: the partial stays).
+    #[error("cancelled; the partial download is kept and the next fetch resumes it")]
+    Cancelled,
+    /// The store lacks the blob and no source was given.
+    #[error("{0} is not in the store and no mirror was given (pass --mirror URL)")]
+    NoSource(Hash),
+    /// Every source failed; one line per source.
+    #[error("no source could deliver the data:\n  {}", .0.join("\n  "))]
+    Sources(Vec<String>),
+    /// The content changed on the server again and again during the download.
+    #[error("gave up: the file kept changing on the server")]
+    Changed(#[source] MirrorError),
+    /// A source served bytes whose BLAKE3 is not the one asked for.
+    #[error("{source_url} serves content with hash {actual}, not {expected}; nothing was saved")]
+    Mismatch {
+        /// The source.
+        source_url: String,
+        /// The hash asked for.
+        expected: Hash,
+        /// The hash of what it served.
+        actual: Hash,
+    },
+    /// A URL's content does not have the SHA-256 it was given.
+    #[error("{url} serves content with SHA-256 {actual}, not {expected}; nothing was saved")]
+    Sha256Mismatch {
+        /// The URL.
+        url: String,
+        /// The SHA-256 given.
+        expected: Sha256,
+        /// The SHA-256 of the content.
+        actual: Sha256,
+    },
+    /// A mirror URL that cannot be used.
+    #[error("invalid mirror URL {0:?}")]
+    BadUrl(String),
+    /// A model's manifest is invalid.
+    #[error("invalid model manifest")]
+    Manifest(#[from] ManifestError),
+    /// The store failed (a full disk shows up here).
+    #[error(transparent)]
+    Store(#[from] p2pmodel_store::Error),
+}
+
+impl From<DownloadError> for FetchError {
+    fn from(error: DownloadError) -> Self {
+        match error {
+            DownloadError::Cancelled => FetchError::Cancelled,
+            DownloadError::NoSourceLeft(lines) => FetchError::Sources(lines),
+            DownloadError::Changed(error) => FetchError::Changed(error),
+            DownloadError::Store(error) => FetchError::Store(error),
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! [`Fetcher`]: a blob, a model or a plain URL from HTTP mirrors into the
+//! store.
+//!
+//! A fetch of a blob goes: probe every mirror (size, validator, Range
+//! support) -> find the outboard (the store, or a mirror's `URL.obao`) ->
+//! open the partial (resuming what is recorded) -> [`Download`] -> commit ->
+//! hash the whole blob -> publish. With an outboard every chunk is checked
+//! on arrival and all mirrors are used at once; without one, bytes come
+//! from a single mirror and the whole blob is checked at the end.
+//!
+//! A model is a blob that decodes as a [`Manifest`]: its files are fetched
+//! from their own mirrors and from the model's mirrors (file paths resolved
+//! against the manifest's URL), several at a time, under one progress.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use p2pmodel_protocol::manifest::MAX_ENCODED_LEN;
+use p2pmodel_protocol::{Hash, Manifest, Sha256};
+use p2pmodel_store::{Partial, PartialKey, PartialMode, Store};
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::error::FetchError;
+use crate::mirror::{
+    Download, DownloadConfig, DownloadError, HttpConfig, MirrorClient, MirrorSource, Probe,
+};
+use crate::progress::{Phase, ProgressTracker};
+
+/// Times a download whose source changed under it is started again.
+const MAX_RESTARTS: u32 = 3;
+
+/// Settings of a [`Fetcher`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct FetcherConfig {
+    /// Timeouts and retries of mirror requests.
+    pub http: HttpConfig,
+    /// Requests in flight and request size.
+    pub download: DownloadConfig,
+    /// Files of a model fetched at once (0 means 3).
+    pub parallel_files: usize,
+}
+
+impl FetcherConfig {
+    /// Sets the HTTP settings.
+    pub fn with_http(mut self, http: HttpConfig) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Sets the download settings.
+    pub fn with_download(mut self, download: DownloadConfig) -> Self {
+        self.download = download;
+        self
+    }
+}
+
+/// What a fetch produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// A single blob, at `path` in the store.
+    Blob {
+        /// Its hash.
+        hash: Hash,
+        /// Its read-only file in the store.
+        path: PathBuf,
+    },
+    /// A model: its manifest and every file are in the store.
+    Model {
+        /// The model's hash.
+        hash: Hash,
+        /// Its manifest.
+        manifest: Manifest,
+        /// The manifest blob's file in the store.
+        path: PathBuf,
+    },
+}
+
+impl Fetched {
+    /// The hash that was fetched.
+    pub fn hash(&self) -> Hash {
+        match self {
+            Fetched::Blob { hash, .. } | Fetched::Model { hash, .. } => *hash,
+        }
+    }
+
+    /// The file in the store (for a model, its manifest).
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Fetched::Blob { path, .. } | Fetched::Model { path, .. } => path,
+        }
+    }
+}
+
+/// Fetches blobs, models and URLs into a store. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    store: Store,
+    client: MirrorClient,
+    config: FetcherConfig,
+}
+
+impl Fetcher {
+    /// A fetcher writing into `store`.
+    pub fn new(store: Store, config: FetcherConfig) -> Self {
+        let client = MirrorClient::new(config.http.clone());
+        Self {
+            store,
+            client,
+            config,
+        }
+    }
+
+    /// The store it writes into.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Fetches `hash`, a blob or a model, from `mirrors` (for a model: the
+    /// URLs of its manifest). Returns at once if the store has it all.
+    ///
+    /// # Cancel safety
+    /// Cancelling `cancel` (or dropping the future) keeps every chunk that
+    /// was written; with the token, what was written is also committed
+    /// before this returns [`FetchError::Cancelled`].
+    ///
+    /// # Errors
+    /// See [`FetchError`].
+    pub async fn fetch(
+        &self,
+        hash: Hash,
+        mirrors: &[Url],
+        progress: &ProgressTracker,
+        cancel: CancellationToken,
+    ) -> Result<Fetched, FetchError> {
+        if let Some(manifest) = self.store.manifest(hash)? {
+            return self
+                .fetch_model(hash, manifest, mirrors, progress, cancel)
+                .await;
+        }
+        let path = self
+            .fetch_blob(hash, mirrors, None, progress, cancel.clone())
+            .await?;
+        let size = std::fs::metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or(u64::MAX);
+        if size <= MAX_ENCODED_LEN as u64 {
+            let bytes = std::fs::read(&path).map_err(|source| p2pmodel_store::Error::Io {
+                context: "reading fetched blob",
+                path: path.clone(),
+                source,
+            })?;
+            if let Ok(manifest) = Manifest::decode(&bytes) {
+                self.store.put_manifest(&manifest)?;
+                return self
+                    .fetch_model(hash, manifest, mirrors, progress, cancel)
+                    .await;
+            }
+        }
+        progress.set_phase(Phase::Complete);
+        Ok(Fetched::Blob { hash, path })
+    }
+
+    async fn fetch_model(
+        &self,
+        hash: Hash,
+        manifest: Manifest,
+        mirrors: &[Url],
+        progress: &ProgressTracker,
+        cancel: CancellationToken,
+    ) -> Result<Fetched, FetchError> {
+        let parallel = if self.config.parallel_files == 0 {
+            3
+        } else {
+            self.config.parallel_files
+        };
+        // One failed file stops the others; each keeps what it has.
+        let group = cancel.child_token();
+        let mut jobs = Vec::new();
+        for file in manifest.files() {
+            let mut urls = Vec::new();
+            for mirror in &file.mirrors {
+                urls.push(Url::parse(mirror).map_err(|_| FetchError::BadUrl(mirror.clone()))?);
+            }
+            urls.extend(
+                mirrors
+                    .iter()
+                    .filter_map(|model_url| sibling(model_url, &file.path)),
+            );
+            jobs.push((file.hash, urls, file.size));
+        }
+        stream::iter(jobs)
+            .map(|(file_hash, urls, size)| {
+                let group = group.clone();
+                async move {
+                    let result = self
+                        .fetch_blob(file_hash, &urls, Some(size), progress, group.clone())
+                        .await;
+                    if result.is_err() {
+                        group.cancel();
+                    }
+                    result
+                }
+            })
+            .buffer_unordered(parallel)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|error| {
+                if cancel.is_cancelled() {
+                    FetchError::Cancelled
+                } else {
+                    error
+                }
+            })?;
+        progress.set_phase(Phase::Complete);
+        Ok(Fetched::Model {
+            hash,
+            path: self.store.blob_path(hash),
+            manifest,
+        })
+    }
+
+    /// Fetches the blob `hash` from `mirrors` into the store and returns
+    /// its path there. `size`, when known (from a manifest), is checked
+    /// against what mirrors say.
+    ///
+    /// # Errors
+    /// See [`FetchError`].
+    pub async fn fetch_blob(
+        &self,
+        hash: Hash,
+        mirrors: &[Url],
+        size: Option<u64>,
+        progress: &ProgressTracker,
+        cancel: CancellationToken,
+    ) -> Result<PathBuf, FetchError> {
+        if let Some(record) = self.store.blob(hash)? {
+            progress.add_blob(record.size, record.size);
+            return Ok(self.store.blob_path(hash));
+        }
+        if mirrors.is_empty() {
+            return Err(FetchError::NoSource(hash));
+        }
+        let mut counted = None;
+        for _ in 0..MAX_RESTARTS {
+            let (sources, size) = self.probe_all(mirrors, size, &cancel).await?;
+            let outboard = self.find_outboard(hash, size, &sources).await?;
+            let (mode, sources) = match &outboard {
+                Some(_) => (PartialMode::Verified, sources),
+                None => self.unverified_source(hash, sources)?,
+            };
+            let store = self.store.clone();
+            let partial =
+                blocking(move || store.open_partial(PartialKey::Blob(hash), size, mode)).await?;
+            let partial = Arc::new(partial);
+            let present = partial.present_bytes();
+            match counted {
+                None => progress.add_blob(size, present),
+                Some(before) => progress.discarded(before - present),
+            }
+            counted = Some(present);
+            progress.set_phase(Phase::Downloading);
+            let source_url = sources
+                .first()
+                .map(|source| source.url.to_string())
+                .unwrap_or_default();
+            let download = Download::new(
+                self.client.clone(),
+                Arc::clone(&partial),
+                outboard.map(Arc::new),
+                sources,
+                progress.clone(),
+                self.config.download.clone(),
+            );
+            let result = download.run(cancel.clone()).await;
+            let partial = commit(partial).await?;
+            match result {
+                Ok(()) => {}
+                Err(DownloadError::Changed(error)) => {
+                    tracing::warn!(%error, "starting the download again from the new content");
+                    counted = Some(counted.unwrap_or(0));
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            }
+            progress.set_phase(Phase::Verifying);
+            return match blocking(move || partial.finish()).await {
+                Ok(_) => Ok(self.store.blob_path(hash)),
+                Err(FetchError::Store(p2pmodel_store::Error::HashMismatch {
+                    expected,
+                    actual,
+                })) => Err(FetchError::Mismatch {
+                    source_url,
+                    expected,
+                    actual,
+                }),
+                Err(error) => Err(error.into()),
+            };
+        }
+        Err(FetchError::Sources(vec![
+            "the content changed under every attempt".into(),
+        ]))
+    }
+
+    /// Fetches a plain `url` into the store and returns the hash of its
+    /// content. With `sha256`, the content must have that SHA-256 (checked
+    /// before anything is published) and is recorded as its alias; a URL
+    /// whose SHA-256 the store already knows is not fetched at all.
+    ///
+    /// # Errors
+    /// See [`FetchError`].
+    pub async fn fetch_url(
+        &self,
+        url: &Url,
+        sha256: Option<Sha256>,
+        progress: &ProgressTracker,
+        cancel: CancellationToken,
+    ) -> Result<Hash, FetchError> {
+        if let Some(sha) = sha256 {
+            if let Some(hash) = self.store.alias(sha)? {
+                if let Some(record) = self.store.blob(hash)? {
+                    progress.add_blob(record.size, record.size);
+                    progress.set_phase(Phase::Complete);
+                    return Ok(hash);
+                }
+            }
+        }
+        let mut counted = None;
+        for _ in 0..MAX_RESTARTS {
+            let (mut sources, size) = self
+                .probe_all(std::slice::from_ref(url), None, &cancel)
+                .await?;
+            let source = sources.remove(0);
+            let mode = PartialMode::Unverified {
+                source: url.to_string(),
+                validator: source.probe.validator.clone(),
+            };
+            let store = self.store.clone();
+            let key = PartialKey::Url(url.to_string());
+            let partial = Arc::new(blocking(move || store.open_partial(key, size, mode)).await?);
+            let present = partial.present_bytes();
+            match counted {
+                None => progress.add_blob(size, present),
+                Some(before) => progress.discarded(before - present),
+            }
+            counted = Some(present);
+            progress.set_phase(Phase::Downloading);
+            let download = Download::new(
+                self.client.clone(),
+                Arc::clone(&partial),
+                None,
+                vec![source],
+                progress.clone(),
+                self.config.download.clone(),
+            );
+            let result = download.run(cancel.clone()).await;
+            let partial = commit(partial).await?;
+            match result {
+                Ok(()) => {}
+                Err(DownloadError::Changed(error)) => {
+                    tracing::warn!(%error, "starting the download again from the new content");
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            }
+            progress.set_phase(Phase::Verifying);
+            if let Some(expected) = sha256 {
+                let (partial_back, actual) =
+                    blocking(move || sha256_of(&partial).map(|sha| (partial, sha))).await?;
+                if actual != expected {
+                    blocking(move || partial_back.discard()).await?;
+                    return Err(FetchError::Sha256Mismatch {
+                        url: url.to_string(),
+                        expected,
+                        actual,
+                    });
+                }
+                let hash = blocking(move || partial_back.finish()).await?;
+                self.store.put_alias(expected, hash)?;
+                progress.set_phase(Phase::Complete);
+                return Ok(hash);
+            }
+            let hash = blocking(move || partial.finish()).await?;
+            progress.set_phase(Phase::Complete);
+            return Ok(hash);
+        }
+        Err(FetchError::Sources(vec![format!(
+            "{url}: the content changed under every attempt"
+        )]))
+    }
+
+    /// Probes every mirror at once (retrying transient failures) and keeps
+    /// those that agree on the size.
+    async fn probe_all(
+        &self,
+        mirrors: &[Url],
+        size: Option<u64>,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<MirrorSource>, u64), FetchError> {
+        let probes =
+            futures_util::future::join_all(mirrors.iter().map(|url| self.probe_with_retry(url)));
+        let probes = tokio::select! {
+            () = cancel.cancelled() => return Err(FetchError::Cancelled),
+            probes = probes => probes,
+        };
+        let mut failures = Vec::new();
+        let mut sources: Vec<MirrorSource> = Vec::new();
+        for (url, probe) in mirrors.iter().zip(probes) {
+            match probe {
+                Ok(probe) => sources.push(MirrorSource {
+                    url: url.clone(),
+                    probe,
+                }),
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+        let Some(size) = size.or_else(|| sources.first().map(|source| source.probe.size)) else {
+            return Err(FetchError::Sources(failures));
+        };
+        sources.retain(|source| {
+            let agrees = source.probe.size == size;
+            if !agrees {
+                failures.push(format!(
+                    "{}: serves {} bytes, expected {size}",
+                    source.url, source.probe.size
+                ));
+            }
+            agrees
+        });
+        if sources.is_empty() {
+            return Err(FetchError::Sources(failures));
+        }
+        for failure in &failures {
+            tracing::warn!(%failure, "mirror left out");
+        }
+        Ok((sources, size))
+    }
+
+    async fn probe_with_retry(&self, url: &Url) -> Result<Probe, crate::mirror::MirrorError> {
+        let mut failures = 0;
+        loop {
+            match self.client.probe(url).await {
+                Ok(probe) => return Ok(probe),
+                Err(error)
+                    if error.is_retryable() && failures + 1 < self.config.http.max_failures =>
+                {
+                    failures += 1;
+                    tracing::debug!(%url, %error, "probe failed; retrying");
+                    tokio::time::sleep(self.config.http.backoff_for(failures)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The blob's outboard: from the store, or from the first mirror that
+    /// offers a sidecar that checks out (then kept in the store).
+    async fn find_outboard(
+        &self,
+        hash: Hash,
+        size: u64,
+        sources: &[MirrorSource],
+    ) -> Result<Option<p2pmodel_protocol::Outboard<std::fs::File>>, FetchError> {
+        if let Some(outboard) = self.store.outboard(hash)? {
+            return Ok(Some(outboard));
+        }
+        for source in sources {
+            if let Some(outboard) = self.client.sidecar_outboard(&source.url, hash, size).await {
+                tracing::debug!(url = %source.url, "using the sidecar outboard");
+                let store = self.store.clone();
+                blocking(move || store.put_partial_outboard(&outboard)).await?;
+                return Ok(self.store.outboard(hash)?);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Without an outboard, bytes must come from one mirror: the one an
+    /// earlier run used, if it is still offered, else the first.
+    fn unverified_source(
+        &self,
+        hash: Hash,
+        mut sources: Vec<MirrorSource>,
+    ) -> Result<(PartialMode, Vec<MirrorSource>), FetchError> {
+        let earlier = match self.store.partial_record(hash.as_bytes())? {
+            Some(record) => match record.mode {
+                PartialMode::Unverified { source, .. } => Some(source),
+                PartialMode::Verified => None,
+            },
+            None => None,
+        };
+        let index = earlier
+            .and_then(|earlier| {
+                sources
+                    .iter()
+                    .position(|source| source.url.as_str() == earlier)
+            })
+            .unwrap_or(0);
+        let source = sources.swap_remove(index);
+        let mode = PartialMode::Unverified {
+            source: source.url.to_string(),
+            validator: source.probe.validator.clone(),
+        };
+        Ok((mode, vec![source]))
+    }
+}
+
+/// The URL of `path` next to the manifest at `manifest_url`, each part
+/// percent-encoded.
+fn sibling(manifest_url: &Url, path: &str) -> Option<Url> {
+    let mut url = manifest_url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut().ok()?.pop().extend(path.split('/'));
+    Some(url)
+}
+
+/// Commits what the download wrote and takes the partial back.
+async fn commit(partial: Arc<Partial>) -> Result<Partial, FetchError> {
+    let partial = blocking(move || partial.commit().map(|()| partial)).await?;
+    // Every worker has ended, so this is the last reference.
+    Ok(Arc::into_inner(partial).expect("download workers have ended"))
+}
+
+/// The SHA-256 of a complete partial's bytes.
+fn sha256_of(partial: &Partial) -> Result<Sha256, p2pmodel_store::Error> {
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    while offset < partial.size() {
+        let n = buffer.len().min((partial.size() - offset) as usize);
+        partial.read_at(offset, &mut buffer[..n])?;
+        hasher.update(&buffer[..n]);
+        offset += n as u64;
+    }
+    Ok(Sha256(hasher.finalize().into()))
+}
+
+/// Runs store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, p2pmodel_store::Error> + Send + 'static,
+) -> Result<T, FetchError> {
+    Ok(tokio::task::spawn_blocking(work)
+        .await
+        .expect("store work does not panic")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_sit_beside_the_manifest_and_are_encoded() {
+        let manifest = Url::parse("http://m:8080/models/tiny/model.p2pmodel?x=1").unwrap();
+        let url = sibling(&manifest, "weights/a b#1.gguf").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://m:8080/models/tiny/weights/a%20b%231.gguf"
+        );
+        let folder = Url::parse("http://m/models/tiny/").unwrap();
+        assert_eq!(
+            sibling(&folder, "c.json").unwrap().as_str(),
+            "http://m/models/tiny/c.json"
+        );
+    }
+}

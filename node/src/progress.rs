@@ -1,0 +1,129 @@
+//! [`Progress`]: what a running fetch reports, and the tracker that the
+//! sources of one fetch update together.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// What a fetch is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Asking sources for sizes and outboards.
+    Probing,
+    /// Moving bytes.
+    Downloading,
+    /// Hashing the whole blob before it is published.
+    Verifying,
+    /// Done: the blob or model is in the store.
+    Complete,
+}
+
+/// Bytes received from one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceProgress {
+    /// The source (a mirror URL).
+    pub source: String,
+    /// Verified bytes it delivered in this fetch.
+    pub bytes: u64,
+}
+
+/// A snapshot of a fetch's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// What the fetch is doing.
+    pub phase: Phase,
+    /// Bytes present (including those resumed from an earlier run).
+    pub done: u64,
+    /// Bytes in all (0 while probing).
+    pub total: u64,
+    /// Bytes present when the fetch started (resumed work).
+    pub resumed: u64,
+    /// Bytes per source in this fetch.
+    pub sources: Vec<SourceProgress>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Probing,
+            done: 0,
+            total: 0,
+            resumed: 0,
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// Shared by the downloads of one fetch (the files of a model share one);
+/// every update is published on a `watch` channel. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct ProgressTracker {
+    sender: Arc<watch::Sender<Progress>>,
+}
+
+impl Default for ProgressTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProgressTracker {
+    /// A tracker in the probing phase.
+    pub fn new() -> Self {
+        Self {
+            sender: Arc::new(watch::channel(Progress::default()).0),
+        }
+    }
+
+    /// A receiver that sees the current snapshot first, then every change.
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.sender.subscribe()
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Progress {
+        self.sender.borrow().clone()
+    }
+
+    /// Adds a blob of `size` bytes of which `present` are already there.
+    pub fn add_blob(&self, size: u64, present: u64) {
+        self.sender.send_modify(|p| {
+            p.total += size;
+            p.done += present;
+            p.resumed += present;
+        });
+    }
+
+    /// Records `bytes` new verified bytes from `source`.
+    pub fn received(&self, source: &str, bytes: u64) {
+        self.sender.send_modify(|p| {
+            p.done += bytes;
+            match p.sources.iter_mut().find(|s| s.source == source) {
+                Some(entry) => entry.bytes += bytes,
+                None => p.sources.push(SourceProgress {
+                    source: source.to_owned(),
+                    bytes,
+                }),
+            }
+        });
+    }
+
+    /// Takes back `bytes` that were counted but then discarded (an
+    /// unverified partial whose source changed).
+    pub fn discarded(&self, bytes: u64) {
+        self.sender
+            .send_modify(|p| p.done = p.done.saturating_sub(bytes));
+    }
+
+    /// Moves to `phase`.
+    pub fn set_phase(&self, phase: Phase) {
+        self.sender.send_if_modified(|p| {
+            let changed = p.phase != phase;
+            p.phase = phase;
+            changed
+        });
+    }
+}
