@@ -193,7 +193,7 @@ impl Store {
         fs::rename(&staging, &path).map_err(Error::io("saving outboard", &path))?;
         let txn = self.db().begin_write()?;
         txn.open_table(tables::OUTBOARDS)?
-            .insert(hash.as_bytes(), outboard.as_bytes().len() as u64)?;
+            .insert(hash.as_bytes(), outboard.size())?;
         txn.commit()?;
         Ok(())
     }

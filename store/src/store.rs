@@ -177,21 +177,14 @@ impl Store {
     /// The outboard of `hash`, from a complete blob or a partial whose
     /// outboard was checked, opened from its file.
     pub fn outboard(&self, hash: Hash) -> Result<Option<Outboard<File>>> {
-        let size = if let Some(record) = self.blob(hash)? {
-            record.size
-        } else if let Some(record) = self.partial_record(hash.as_bytes())? {
-            record.size
-        } else {
-            return Ok(None);
+        let size = {
+            let txn = self.db().begin_read()?;
+            let table = txn.open_table(tables::OUTBOARDS)?;
+            let Some(size) = table.get(hash.as_bytes())? else {
+                return Ok(None);
+            };
+            size.value()
         };
-        let txn = self.db().begin_read()?;
-        if txn
-            .open_table(tables::OUTBOARDS)?
-            .get(hash.as_bytes())?
-            .is_none()
-        {
-            return Ok(None);
-        }
         let path = if self.has(hash)? {
             self.blob_outboard_path(hash)
         } else {
@@ -278,9 +271,6 @@ impl Store {
         outboard: &Path,
         partial_key: Option<[u8; 32]>,
     ) -> Result<()> {
-        let obao_len = fs::metadata(outboard)
-            .map_err(Error::io("reading outboard", outboard))?
-            .len();
         let obao = self.blob_outboard_path(hash);
         fs::rename(outboard, &obao).map_err(Error::io("publishing outboard", &obao))?;
         let target = self.blob_path(hash);
@@ -296,7 +286,7 @@ impl Store {
             txn.open_table(tables::BLOBS)?
                 .insert(hash.as_bytes(), &tables::encode(&record)[..])?;
             txn.open_table(tables::OUTBOARDS)?
-                .insert(hash.as_bytes(), obao_len)?;
+                .insert(hash.as_bytes(), size)?;
             if let Some(key) = partial_key {
                 txn.open_table(tables::PARTIALS)?.remove(&key)?;
                 txn.open_table(tables::BITMAPS)?.remove(&key)?;
@@ -332,9 +322,6 @@ impl Store {
         for (key, record) in stranded {
             let hash = Hash::from_bytes(record.expected.expect("filtered above"));
             tracing::info!(%hash, "completing a publish interrupted by a crash");
-            let obao_len = fs::metadata(self.blob_outboard_path(hash))
-                .map_err(Error::io("reading outboard", self.blob_outboard_path(hash)))?
-                .len();
             let txn = self.db().begin_write()?;
             {
                 let blob = BlobRecord {
@@ -344,7 +331,7 @@ impl Store {
                 txn.open_table(tables::BLOBS)?
                     .insert(hash.as_bytes(), &tables::encode(&blob)[..])?;
                 txn.open_table(tables::OUTBOARDS)?
-                    .insert(hash.as_bytes(), obao_len)?;
+                    .insert(hash.as_bytes(), record.size)?;
                 txn.open_table(tables::PARTIALS)?.remove(&key)?;
                 txn.open_table(tables::BITMAPS)?.remove(&key)?;
             }

@@ -21,7 +21,8 @@ pub const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs
 pub const PARTIALS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("partials-0");
 /// Partial key -> chunk bitmap bytes (see `ChunkBitmap::as_bytes`).
 pub const BITMAPS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("bitmaps-0");
-/// Blob hash -> outboard length in bytes: a checked outboard file exists.
+/// Blob hash -> blob size: a checked outboard file exists (in `blobs/`
+/// for a complete blob, in `partial/` otherwise).
 pub const OUTBOARDS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("outboards-0");
 /// Model hash -> canonical manifest encoding.
 pub const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("manifests-0");

@@ -1,1 +1,56 @@
+//! What the end-to-end tests (and the node's tests and benches) share:
+//!
+//! - [`TestMirror`]: a real HTTP server on loopback that serves a folder
+//!   like any mirror, counts requests and body bytes, and injects the
+//!   faults real servers show (ignored `Range`, 5xx, truncation, resets,
+//!   stalls, corrupted bytes, redirects, content replaced mid-download).
+//! - [`generate`]: incompressible deterministic data of any size.
+//! - [`binary`]: the `p2pmodel` binary under test, built on first use.
 
+mod mirror;
+
+pub use mirror::{Faults, TestMirror};
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// `size` bytes of deterministic, incompressible data (BLAKE3 output).
+pub fn generate(size: u64, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; usize::try_from(size).expect("test data fits in memory")];
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seed.to_le_bytes());
+    hasher.finalize_xof().fill(&mut data);
+    data
+}
+
+/// The BLAKE3 of a file, as `b3sum` prints it.
+pub fn b3sum(path: &std::path::Path) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(std::fs::File::open(path).expect("file to hash exists"))
+        .expect("file reads");
+    hasher.finalize().to_hex().to_string()
+}
+
+/// Path of the `p2pmodel` binary of this build, built once per test run
+/// so that it is never stale.
+pub fn binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "p2pmodel", "--bin", "p2pmodel"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the p2pmodel binary failed");
+            let exe = std::env::current_exe().expect("test binary path");
+            // target/debug/deps/e2e-HASH -> target/debug/p2pmodel
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target layout");
+            profile_dir.join("p2pmodel")
+        })
+        .clone()
+}

@@ -260,6 +260,8 @@ impl Download {
             let Some((range, probe)) = self.take(mirror, &shared).await else {
                 return Ok(());
             };
+            // A whole-file stream took no request off the queue.
+            let requeue = probe.ranges;
             let url = &self.sources[mirror].url;
             let result = self
                 .fetch(mirror, &shared, url, range.clone(), &probe)
@@ -274,13 +276,17 @@ impl Download {
                         None
                     }
                     Err(Failure::Store(error)) => {
-                        work.queue.push_front(range);
+                        if requeue {
+                            work.queue.push_front(range);
+                        }
                         drop(work);
                         shared.wake.notify_waiters();
                         return Err(error);
                     }
                     Err(Failure::Mirror(error)) => {
-                        work.queue.push_front(range);
+                        if requeue {
+                            work.queue.push_front(range);
+                        }
                         self.failed(mirror, &mut work, error)
                     }
                 };
@@ -341,10 +347,12 @@ impl Download {
                     return None;
                 }
                 if !status.probe.ranges {
-                    // One sequential stream of the whole file.
-                    if work.queue.is_empty() {
+                    // One sequential stream of the whole file, while any
+                    // chunk is missing.
+                    let Some(missing) = self.pop_missing(&mut work.queue) else {
                         return None;
-                    }
+                    };
+                    work.queue.push_front(missing);
                     work.mirrors[mirror].streaming_whole = true;
                     work.in_flight += 1;
                     let probe = work.mirrors[mirror].probe.clone();
