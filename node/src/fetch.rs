@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{self, StreamExt};
 use p2pmodel_protocol::manifest::MAX_ENCODED_LEN;
 use p2pmodel_protocol::{Hash, Manifest, Sha256};
 use p2pmodel_store::{Partial, PartialKey, PartialMode, Store};
@@ -191,13 +191,23 @@ impl Fetcher {
                     .filter_map(|model_url| sibling(model_url, &file.path)),
             );
             jobs.push((file.hash, urls, file.size));
+            progress.add_expected(file.size);
         }
-        stream::iter(jobs)
+        // Every file runs to its end (a cancelled one commits what it has),
+        // then the first error, if any, is the result.
+        let results: Vec<Result<PathBuf, FetchError>> = stream::iter(jobs)
             .map(|(file_hash, urls, size)| {
                 let group = group.clone();
                 async move {
                     let result = self
-                        .fetch_blob(file_hash, &urls, Some(size), progress, group.clone())
+                        .fetch_counted_blob(
+                            file_hash,
+                            &urls,
+                            Some(size),
+                            progress,
+                            group.clone(),
+                            true,
+                        )
                         .await;
                     if result.is_err() {
                         group.cancel();
@@ -206,15 +216,15 @@ impl Fetcher {
                 }
             })
             .buffer_unordered(parallel)
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|error| {
-                if cancel.is_cancelled() {
-                    FetchError::Cancelled
-                } else {
-                    error
-                }
-            })?;
+            .collect()
+            .await;
+        let mut errors = results.into_iter().filter_map(Result::err);
+        if cancel.is_cancelled() {
+            return Err(FetchError::Cancelled);
+        }
+        if let Some(error) = errors.find(|error| !matches!(error, FetchError::Cancelled)) {
+            return Err(error);
+        }
         progress.set_phase(Phase::Complete);
         Ok(Fetched::Model {
             hash,
@@ -237,8 +247,29 @@ impl Fetcher {
         progress: &ProgressTracker,
         cancel: CancellationToken,
     ) -> Result<PathBuf, FetchError> {
+        self.fetch_counted_blob(hash, mirrors, size, progress, cancel, false)
+            .await
+    }
+
+    /// [`Fetcher::fetch_blob`]; with `counted`, the size is already in the
+    /// progress total (a model's file) and only present bytes are added.
+    async fn fetch_counted_blob(
+        &self,
+        hash: Hash,
+        mirrors: &[Url],
+        size: Option<u64>,
+        progress: &ProgressTracker,
+        cancel: CancellationToken,
+        counted_size: bool,
+    ) -> Result<PathBuf, FetchError> {
+        let register = |size: u64, present: u64| {
+            if !counted_size {
+                progress.add_expected(size);
+            }
+            progress.add_present(present);
+        };
         if let Some(record) = self.store.blob(hash)? {
-            progress.add_blob(record.size, record.size);
+            register(record.size, record.size);
             return Ok(self.store.blob_path(hash));
         }
         if mirrors.is_empty() {
@@ -258,7 +289,7 @@ impl Fetcher {
             let partial = Arc::new(partial);
             let present = partial.present_bytes();
             match counted {
-                None => progress.add_blob(size, present),
+                None => register(size, present),
                 Some(before) => progress.discarded(before - present),
             }
             counted = Some(present);
@@ -297,7 +328,7 @@ impl Fetcher {
                     expected,
                     actual,
                 }),
-                Err(error) => Err(error.into()),
+                Err(error) => Err(error),
             };
         }
         Err(FetchError::Sources(vec![

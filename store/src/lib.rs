@@ -22,5 +22,5 @@ pub mod tables;
 pub use error::{Error, OpenError, Result};
 pub use maintenance::{GcReport, VerifyReport};
 pub use partial::{Partial, PartialKey};
-pub use store::{BlobInfo, BlobState, ExportMethod, Store};
+pub use store::{BlobInfo, BlobState, ExportMethod, MIRROR_MANIFEST, Store};
 pub use tables::PartialMode;

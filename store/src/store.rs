@@ -555,6 +555,49 @@ impl Store {
     }
 }
 
+/// Name of the manifest file in a mirror folder written by
+/// [`Store::export_mirror`].
+pub const MIRROR_MANIFEST: &str = "model.p2pmodel";
+
+impl Store {
+    /// Writes `hash` into `dir` in the layout a p2pmodel mirror serves, and
+    /// returns the path (relative to `dir`) that clients give as `--mirror`:
+    /// for a blob, `HASH` with its `HASH.obao` sidecar; for a model, every
+    /// file at its path with a `.obao` sidecar, plus [`MIRROR_MANIFEST`].
+    /// Files are hard links where possible.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for what the store lacks, and I/O errors.
+    pub fn export_mirror(&self, hash: Hash, dir: &Path) -> Result<String> {
+        let blobs: Vec<(Hash, String)> = match self.manifest(hash)? {
+            Some(manifest) => manifest
+                .files()
+                .iter()
+                .map(|file| (file.hash, file.path.clone()))
+                .collect(),
+            None => vec![(hash, hash.to_hex())],
+        };
+        let entry = if blobs.len() == 1 && blobs[0].1 == hash.to_hex() {
+            hash.to_hex()
+        } else {
+            self.export(hash, &dir.join(MIRROR_MANIFEST))?;
+            MIRROR_MANIFEST.to_owned()
+        };
+        for (blob, path) in blobs {
+            check_path(&path)?;
+            let target = dir.join(&path);
+            self.export(blob, &target)?;
+            let sidecar = dir.join(format!("{path}.obao"));
+            let source = self.blob_outboard_path(blob);
+            let staging = dir.join(format!("{path}.obao.p2pmodel-{}", std::process::id()));
+            copy_synced(&source, &staging)?;
+            fs::rename(&staging, &sidecar)
+                .map_err(Error::io("writing sidecar outboard", &sidecar))?;
+        }
+        Ok(entry)
+    }
+}
+
 /// The schema check on open: either the database failed or the version is foreign.
 enum SchemaCheck {
     Db(redb::Error),

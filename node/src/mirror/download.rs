@@ -270,7 +270,7 @@ impl Download {
                 let mut work = shared.lock();
                 work.in_flight -= 1;
                 work.mirrors[mirror].streaming_whole = false;
-                let backoff = match result {
+                match result {
                     Ok(()) => {
                         work.mirrors[mirror].failures = 0;
                         None
@@ -289,8 +289,7 @@ impl Download {
                         }
                         self.failed(mirror, &mut work, error)
                     }
-                };
-                backoff
+                }
             };
             shared.wake.notify_waiters();
             if let Some(backoff) = backoff {
@@ -349,9 +348,7 @@ impl Download {
                 if !status.probe.ranges {
                     // One sequential stream of the whole file, while any
                     // chunk is missing.
-                    let Some(missing) = self.pop_missing(&mut work.queue) else {
-                        return None;
-                    };
+                    let missing = self.pop_missing(&mut work.queue)?;
                     work.queue.push_front(missing);
                     work.mirrors[mirror].streaming_whole = true;
                     work.in_flight += 1;

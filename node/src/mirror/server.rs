@@ -11,20 +11,52 @@
 use std::io::SeekFrom;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-/// The router of a mirror serving the files under `root`.
+/// How a mirror serves.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// Pace every response body to at most this many bytes per second
+    /// (`None`: as fast as the connection goes). Lets a demo or a test on
+    /// loopback show a transfer that takes a while.
+    pub bytes_per_second: Option<u64>,
+}
+
+impl ServeOptions {
+    /// Sets the per-response rate limit.
+    pub fn with_rate(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.bytes_per_second = bytes_per_second.filter(|&rate| rate > 0);
+        self
+    }
+}
+
+#[derive(Debug)]
+struct Served {
+    root: PathBuf,
+    options: ServeOptions,
+}
+
+/// The router of a mirror serving the files under `root` at full speed.
 pub fn router(root: impl Into<PathBuf>) -> Router {
-    Router::new()
-        .fallback(serve)
-        .with_state(Arc::new(root.into()))
+    router_with(root, ServeOptions::default())
+}
+
+/// The router of a mirror serving the files under `root` as `options` say.
+pub fn router_with(root: impl Into<PathBuf>, options: ServeOptions) -> Router {
+    Router::new().fallback(serve).with_state(Arc::new(Served {
+        root: root.into(),
+        options,
+    }))
 }
 
 /// Serves `router` on `listener` until the returned task is aborted.
@@ -36,14 +68,23 @@ pub fn spawn(listener: tokio::net::TcpListener, router: Router) -> tokio::task::
     })
 }
 
-async fn serve(State(root): State<Arc<PathBuf>>, request: Request) -> Response {
+async fn serve(State(served): State<Arc<Served>>, request: Request) -> Response {
+    let root = &served.root;
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
-    let Some(path) = resolve(&root, request.uri().path()) else {
+    let Some(path) = resolve(root, request.uri().path()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    match file_response(&path, request.headers(), request.method() == Method::HEAD).await {
+    let head = request.method() == Method::HEAD;
+    match file_response(
+        &path,
+        request.headers(),
+        head,
+        served.options.bytes_per_second,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             StatusCode::NOT_FOUND.into_response()
@@ -87,7 +128,12 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn file_response(path: &Path, headers: &HeaderMap, head: bool) -> std::io::Result<Response> {
+async fn file_response(
+    path: &Path,
+    headers: &HeaderMap,
+    head: bool,
+    rate: Option<u64>,
+) -> std::io::Result<Response> {
     let mut file = tokio::fs::File::open(path).await?;
     let metadata = file.metadata().await?;
     if !metadata.is_file() {
@@ -127,7 +173,16 @@ async fn file_response(path: &Path, headers: &HeaderMap, head: bool) -> std::io:
             .expect("static headers are valid"));
     }
     file.seek(SeekFrom::Start(start)).await?;
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), 256 * 1024));
+    let pieces = ReaderStream::with_capacity(file.take(len), 256 * 1024);
+    let body = match rate {
+        None => Body::from_stream(pieces),
+        Some(rate) => Body::from_stream(pieces.then(move |piece| async move {
+            if let Ok(bytes) = &piece {
+                tokio::time::sleep(Duration::from_secs_f64(bytes.len() as f64 / rate as f64)).await;
+            }
+            piece
+        })),
+    };
     Ok(response.body(body).expect("static headers are valid"))
 }
 

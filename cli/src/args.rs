@@ -1,0 +1,119 @@
+//! The command line as typed: clap definitions only. Checking and turning
+//! these into store paths, hashes and URLs happens in the commands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Fetch, verify, store and serve model files. Every byte is checked
+/// against its BLAKE3 hash; interrupted downloads resume where they stopped.
+#[derive(Debug, Parser)]
+#[command(name = "p2pmodel", version, about, long_about = None)]
+pub struct Cli {
+    /// Store folder [default: $P2PMODEL_STORE, else the platform's data folder]
+    #[arg(long, global = true, env = "P2PMODEL_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Log more (-v: info, -vv: debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The command to run
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add a file, or a folder as a model; prints the hash alone on stdout
+    Add {
+        /// File or folder to add
+        path: PathBuf,
+    },
+    /// Fetch a blob or model by hash from mirrors, or a plain URL
+    ///
+    /// With a hash, prints the path of the result; with a URL, prints the
+    /// hash of its content. Ctrl+C pauses: the next identical fetch resumes.
+    Fetch(FetchArgs),
+    /// Copy a blob (to a file) or a model (to a folder) out of the store
+    Export {
+        /// Hash of the blob or model
+        hash: String,
+        /// Destination file (blob) or folder (model)
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// List the blobs and models in the store
+    #[command(alias = "ls")]
+    List {
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a blob (complete or partial) from the store
+    #[command(alias = "rm")]
+    Remove {
+        /// Hash of the blob
+        hash: String,
+    },
+    /// Remove partial downloads untouched for a while, and stray files
+    Gc {
+        /// Age after which a partial download counts as abandoned (e.g. 7d, 12h, 30m, 0)
+        #[arg(long, default_value = "7d")]
+        older_than: String,
+    },
+    /// Rehash everything in the store and repair its records
+    Verify,
+    /// Write a blob or model into a folder that any web server can serve as a mirror
+    Publish {
+        /// Hash of the blob or model
+        hash: String,
+        /// Folder to write into
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Serve a folder as an HTTP mirror (Range, ETag, If-Range)
+    ServeMirror {
+        /// Folder to serve
+        dir: PathBuf,
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Pace each response to this many bytes per second (e.g. 50M)
+        #[arg(long)]
+        rate: Option<String>,
+    },
+    /// Show p2pmodel at work on this machine alone: a local mirror serving a
+    /// generated model, fetched with a progress bar, paused and resumed
+    Demo {
+        /// Size of the generated model in MiB
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Keep the demo's folders instead of deleting them
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// Arguments of `fetch`.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// BLAKE3 hash (64 hex digits) of a blob or model, or an http(s) URL
+    pub target: String,
+    /// Mirror URL serving the blob (or the model's manifest); repeatable
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Where to put the result: a file for a blob, a folder for a model
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// With a URL: the SHA-256 its content must have
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Print progress and the result as JSON lines on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Requests in flight per mirror
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+}

@@ -1,0 +1,119 @@
+//! Showing a fetch's [`Progress`]: a live bar on a terminal, JSON lines
+//! when asked, nothing otherwise.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use p2pmodel_node::{Phase, Progress};
+use tokio::sync::watch;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// A live bar on stderr.
+    Bar,
+    /// One JSON object per line on stdout, at most every 200 ms.
+    Json,
+    /// Nothing (stderr is not a terminal).
+    Quiet,
+}
+
+impl Display {
+    /// The bar on a terminal, JSON when asked, else quiet.
+    pub fn choose(json: bool) -> Self {
+        if json {
+            Display::Json
+        } else if std::io::stderr().is_terminal() {
+            Display::Bar
+        } else {
+            Display::Quiet
+        }
+    }
+}
+
+/// Follows `progress` until the channel closes or the task is aborted.
+pub async fn show(display: Display, label: String, mut progress: watch::Receiver<Progress>) {
+    match display {
+        Display::Quiet => {}
+        Display::Bar => {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{wide_bar:.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(label);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            let _clear = ClearOnDrop(bar.clone());
+            loop {
+                let snapshot = progress.borrow_and_update().clone();
+                if bar.length() != Some(snapshot.total) {
+                    bar.set_length(snapshot.total);
+                    // The rate and ETA count this run only, not resumed bytes.
+                    bar.reset_eta();
+                }
+                bar.set_position(snapshot.done);
+                bar.set_message(sources_line(&snapshot));
+                if progress.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+        Display::Json => {
+            let started = Instant::now();
+            let mut last_print = None::<Instant>;
+            loop {
+                let snapshot = progress.borrow_and_update().clone();
+                let due = last_print.is_none_or(|at| at.elapsed() >= Duration::from_millis(200));
+                if due || snapshot.phase == Phase::Complete {
+                    print_json_progress(&snapshot, started.elapsed());
+                    last_print = Some(Instant::now());
+                }
+                if progress.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Removes the bar from the terminal when the display task ends.
+struct ClearOnDrop(ProgressBar);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn sources_line(progress: &Progress) -> String {
+    match progress.phase {
+        Phase::Probing => "probing sources".into(),
+        Phase::Verifying => "verifying".into(),
+        _ if progress.sources.len() > 1 => format!("from {} sources", progress.sources.len()),
+        _ => String::new(),
+    }
+}
+
+fn print_json_progress(progress: &Progress, elapsed: Duration) {
+    let moved = progress.done.saturating_sub(progress.resumed);
+    let rate = if elapsed.as_secs_f64() > 0.0 {
+        moved as f64 / elapsed.as_secs_f64()
+    } else {
+        0.0
+    };
+    let line = serde_json::json!({
+        "event": "progress",
+        "phase": progress.phase,
+        "done": progress.done,
+        "total": progress.total,
+        "resumed": progress.resumed,
+        "bytes_per_second": rate.round() as u64,
+        "sources": progress.sources,
+    });
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+}
