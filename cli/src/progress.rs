@@ -32,6 +32,14 @@ impl Display {
     }
 }
 
+/// Prints the last snapshot of a fetch that ended (JSON mode only: the bar
+/// has been cleared and quiet stays quiet).
+pub fn finish(display: Display, progress: &Progress, started: Instant) {
+    if display == Display::Json {
+        print_json_progress(progress, started.elapsed());
+    }
+}
+
 /// Follows `progress` until the channel closes or the task is aborted.
 pub async fn show(display: Display, label: String, mut progress: watch::Receiver<Progress>) {
     match display {

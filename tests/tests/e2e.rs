@@ -1,1 +1,10 @@
-//! placeholder
+//! End-to-end tests: the real `p2pmodel` binary against real HTTP servers
+//! on loopback, killed with real signals.
+//!
+//! Where new tests go: one module per user-facing topic.
+//! - `crash`: SIGKILL and SIGINT in the middle of a fetch, then resume.
+//! - `cli`: the commands as a user types them.
+
+mod cli;
+mod crash;
+mod util;

@@ -31,6 +31,7 @@ pub async fn run(store: Store, args: FetchArgs) -> anyhow::Result<ExitCode> {
     let fetcher = Fetcher::new(store, config);
     let progress = ProgressTracker::new();
     let cancel = CancellationToken::new();
+    let started = std::time::Instant::now();
     let shown = tokio::spawn(progress::show(
         display,
         target.label(),
@@ -57,6 +58,7 @@ pub async fn run(store: Store, args: FetchArgs) -> anyhow::Result<ExitCode> {
     interrupt.abort();
     shown.abort();
     let _ = shown.await;
+    progress::finish(display, &progress.snapshot(), started);
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(FetchError::Cancelled) => {
