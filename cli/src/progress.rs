@@ -56,14 +56,17 @@ pub async fn show(display: Display, label: String, mut progress: watch::Receiver
             bar.set_prefix(label);
             bar.enable_steady_tick(Duration::from_millis(200));
             let _clear = ClearOnDrop(bar.clone());
+            let mut resumed = 0;
             loop {
                 let snapshot = progress.borrow_and_update().clone();
-                if bar.length() != Some(snapshot.total) {
-                    bar.set_length(snapshot.total);
-                    // The rate and ETA count this run only, not resumed bytes.
+                let resumed_now = snapshot.resumed != resumed;
+                bar.set_length(snapshot.total);
+                bar.set_position(snapshot.done);
+                if resumed_now {
+                    // Rate and ETA count bytes moved in this run, not resumed ones.
+                    resumed = snapshot.resumed;
                     bar.reset_eta();
                 }
-                bar.set_position(snapshot.done);
                 bar.set_message(sources_line(&snapshot));
                 if progress.changed().await.is_err() {
                     return;

@@ -193,6 +193,7 @@ impl Fetcher {
             jobs.push((file.hash, urls, file.size));
             progress.add_expected(file.size);
         }
+        progress.set_phase(Phase::Downloading);
         // Every file runs to its end (a cancelled one commits what it has),
         // then the first error, if any, is the result.
         let results: Vec<Result<PathBuf, FetchError>> = stream::iter(jobs)
@@ -293,7 +294,10 @@ impl Fetcher {
                 Some(before) => progress.discarded(before - present),
             }
             counted = Some(present);
-            progress.set_phase(Phase::Downloading);
+            if !counted_size {
+                // A model's files share one progress: the model's phase stands.
+                progress.set_phase(Phase::Downloading);
+            }
             let source_url = sources
                 .first()
                 .map(|source| source.url.to_string())
@@ -317,7 +321,10 @@ impl Fetcher {
                 }
                 Err(error) => return Err(error.into()),
             }
-            progress.set_phase(Phase::Verifying);
+            if !counted_size {
+                // A model's files share one progress: the model's phase stands.
+                progress.set_phase(Phase::Verifying);
+            }
             return match blocking(move || partial.finish()).await {
                 Ok(_) => Ok(self.store.blob_path(hash)),
                 Err(FetchError::Store(p2pmodel_store::Error::HashMismatch {

@@ -24,7 +24,8 @@ pub enum Phase {
 /// Bytes received from one source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceProgress {
-    /// The source (a mirror URL).
+    /// The source: a mirror's origin (`http://host:port`), which serves
+    /// every file of a model.
     pub source: String,
     /// Verified bytes it delivered in this fetch.
     pub bytes: u64,

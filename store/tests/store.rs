@@ -343,3 +343,61 @@ fn chunk_count_matches_partial_geometry() {
         .unwrap();
     assert_eq!(partial.missing(), vec![0..chunk_count(size)]);
 }
+
+#[test]
+fn gc_of_a_partial_forgets_its_outboard_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = blob(2 * CHUNK_SIZE, 10);
+    let outboard = Outboard::compute(&data[..], data.len() as u64).unwrap();
+    store.put_partial_outboard(&outboard).unwrap();
+    let partial = store
+        .open_partial(
+            PartialKey::Blob(outboard.hash()),
+            data.len() as u64,
+            PartialMode::Verified,
+        )
+        .unwrap();
+    drop(partial);
+    assert!(store.outboard(outboard.hash()).unwrap().is_some());
+    store.gc(Duration::ZERO).unwrap();
+    assert!(
+        store.outboard(outboard.hash()).unwrap().is_none(),
+        "a removed partial's outboard is forgotten"
+    );
+}
+
+#[test]
+fn remove_deletes_the_blob_and_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let hash = store.import_bytes(&blob(1000, 11)).unwrap();
+    store.remove(hash).unwrap();
+    assert!(!store.has(hash).unwrap());
+    assert!(!store.blob_path(hash).exists());
+    assert!(store.outboard(hash).unwrap().is_none());
+    assert!(matches!(store.remove(hash), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn a_store_of_another_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let db = redb::Database::open(dir.path().join("p2pmodel.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(p2pmodel_store::tables::META)
+            .unwrap()
+            .insert("schema", 99)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    match Store::open(dir.path()) {
+        Err(OpenError::Schema {
+            found: 99,
+            expected,
+            ..
+        }) => assert_eq!(expected, p2pmodel_store::tables::SCHEMA_VERSION),
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+}

@@ -513,7 +513,8 @@ impl Download {
         .expect("the write task does not panic");
         match written {
             Ok(new_bytes) => {
-                self.progress.received(url.as_str(), new_bytes);
+                self.progress
+                    .received(&url.origin().ascii_serialization(), new_bytes);
                 Ok(())
             }
             Err(Written::Bad(VerifyError::ChunkMismatch { chunk })) => Err(MirrorError::BadData {
