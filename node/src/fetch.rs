@@ -263,20 +263,14 @@ impl Fetcher {
         cancel: CancellationToken,
         counted_size: bool,
     ) -> Result<PathBuf, FetchError> {
-        let register = |size: u64, present: u64| {
-            if !counted_size {
-                progress.add_expected(size);
-            }
-            progress.add_present(present);
-        };
+        let mut counter = BlobProgress::new(progress, counted_size);
         if let Some(record) = self.store.blob(hash)? {
-            register(record.size, record.size);
+            counter.opened(record.size, record.size);
             return Ok(self.store.blob_path(hash));
         }
         if mirrors.is_empty() {
             return Err(FetchError::NoSource(hash));
         }
-        let mut counted = None;
         for _ in 0..MAX_RESTARTS {
             let (sources, size) = self.probe_all(mirrors, size, &cancel).await?;
             let outboard = self.find_outboard(hash, size, &sources).await?;
@@ -284,47 +278,22 @@ impl Fetcher {
                 Some(_) => (PartialMode::Verified, sources),
                 None => self.unverified_source(hash, sources)?,
             };
-            let store = self.store.clone();
-            let partial =
-                blocking(move || store.open_partial(PartialKey::Blob(hash), size, mode)).await?;
-            let partial = Arc::new(partial);
-            let present = partial.present_bytes();
-            match counted {
-                None => register(size, present),
-                Some(before) => progress.discarded(before - present),
-            }
-            counted = Some(present);
-            if !counted_size {
-                // A model's files share one progress: the model's phase stands.
-                progress.set_phase(Phase::Downloading);
-            }
             let source_url = sources
                 .first()
                 .map(|source| source.url.to_string())
                 .unwrap_or_default();
-            let download = Download::new(
-                self.client.clone(),
-                Arc::clone(&partial),
-                outboard.map(Arc::new),
+            let key = PartialKey::Blob(hash);
+            let attempt = Attempt {
+                key,
+                size,
+                mode,
+                outboard,
                 sources,
-                progress.clone(),
-                self.config.download.clone(),
-            );
-            let result = download.run(cancel.clone()).await;
-            let partial = commit(partial).await?;
-            match result {
-                Ok(()) => {}
-                Err(DownloadError::Changed(error)) => {
-                    tracing::warn!(%error, "starting the download again from the new content");
-                    counted = Some(counted.unwrap_or(0));
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
-            }
-            if !counted_size {
-                // A model's files share one progress: the model's phase stands.
-                progress.set_phase(Phase::Verifying);
-            }
+            };
+            let Some(partial) = self.download(attempt, &mut counter, &cancel).await? else {
+                continue;
+            };
+            counter.phase(Phase::Verifying);
             return match blocking(move || partial.finish()).await {
                 Ok(_) => Ok(self.store.blob_path(hash)),
                 Err(FetchError::Store(p2pmodel_store::Error::HashMismatch {
@@ -366,7 +335,7 @@ impl Fetcher {
                 }
             }
         }
-        let mut counted = None;
+        let mut counter = BlobProgress::new(progress, false);
         for _ in 0..MAX_RESTARTS {
             let (mut sources, size) = self
                 .probe_all(std::slice::from_ref(url), None, &cancel)
@@ -376,34 +345,17 @@ impl Fetcher {
                 source: url.to_string(),
                 validator: source.probe.validator.clone(),
             };
-            let store = self.store.clone();
             let key = PartialKey::Url(url.to_string());
-            let partial = Arc::new(blocking(move || store.open_partial(key, size, mode)).await?);
-            let present = partial.present_bytes();
-            match counted {
-                None => progress.add_blob(size, present),
-                Some(before) => progress.discarded(before - present),
-            }
-            counted = Some(present);
-            progress.set_phase(Phase::Downloading);
-            let download = Download::new(
-                self.client.clone(),
-                Arc::clone(&partial),
-                None,
-                vec![source],
-                progress.clone(),
-                self.config.download.clone(),
-            );
-            let result = download.run(cancel.clone()).await;
-            let partial = commit(partial).await?;
-            match result {
-                Ok(()) => {}
-                Err(DownloadError::Changed(error)) => {
-                    tracing::warn!(%error, "starting the download again from the new content");
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
-            }
+            let attempt = Attempt {
+                key,
+                size,
+                mode,
+                outboard: None,
+                sources: vec![source],
+            };
+            let Some(partial) = self.download(attempt, &mut counter, &cancel).await? else {
+                continue;
+            };
             progress.set_phase(Phase::Verifying);
             if let Some(expected) = sha256 {
                 let (partial_back, actual) =
@@ -428,6 +380,47 @@ impl Fetcher {
         Err(FetchError::Sources(vec![format!(
             "{url}: the content changed under every attempt"
         )]))
+    }
+
+    /// Opens the partial, runs one download into it and commits what was
+    /// written. `None` when the source's content changed under an
+    /// unverified download (the caller starts again from a new probe).
+    async fn download(
+        &self,
+        attempt: Attempt,
+        counter: &mut BlobProgress<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Partial>, FetchError> {
+        let Attempt {
+            key,
+            size,
+            mode,
+            outboard,
+            sources,
+        } = attempt;
+        let store = self.store.clone();
+        let partial = Arc::new(blocking(move || store.open_partial(key, size, mode)).await?);
+        counter.opened(size, partial.present_bytes());
+        counter.phase(Phase::Downloading);
+        let download = Download::new(
+            self.client.clone(),
+            Arc::clone(&partial),
+            outboard.map(Arc::new),
+            sources,
+            counter.progress.clone(),
+            self.config.download.clone(),
+        );
+        let result = download.run(cancel.clone()).await;
+        let partial = commit(partial).await?;
+        counter.ended(partial.present_bytes());
+        match result {
+            Ok(()) => Ok(Some(partial)),
+            Err(DownloadError::Changed(error)) => {
+                tracing::warn!(%error, "starting the download again from the new content");
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Probes every mirror at once (retrying transient failures) and keeps
@@ -543,6 +536,60 @@ impl Fetcher {
             validator: source.probe.validator.clone(),
         };
         Ok((mode, vec![source]))
+    }
+}
+
+/// One download of one partial: what to open and where bytes come from.
+struct Attempt {
+    key: PartialKey,
+    size: u64,
+    mode: PartialMode,
+    outboard: Option<p2pmodel_protocol::Outboard<std::fs::File>>,
+    sources: Vec<MirrorSource>,
+}
+
+/// Counts one blob into a fetch's progress across restarts of its download.
+struct BlobProgress<'a> {
+    progress: &'a ProgressTracker,
+    /// The size is already in the total (a model's file), and the model's
+    /// phase stands.
+    part_of_model: bool,
+    /// Bytes present when the last attempt ended.
+    present: Option<u64>,
+}
+
+impl<'a> BlobProgress<'a> {
+    fn new(progress: &'a ProgressTracker, part_of_model: bool) -> Self {
+        Self {
+            progress,
+            part_of_model,
+            present: None,
+        }
+    }
+
+    /// The blob was opened with `present` of its `size` bytes there. After a
+    /// restart, bytes the reopened partial no longer holds are taken back.
+    fn opened(&mut self, size: u64, present: u64) {
+        match self.present {
+            None => {
+                if !self.part_of_model {
+                    self.progress.add_expected(size);
+                }
+                self.progress.add_present(present);
+            }
+            Some(before) => self.progress.discarded(before.saturating_sub(present)),
+        }
+        self.present = Some(present);
+    }
+
+    fn ended(&mut self, present: u64) {
+        self.present = Some(present);
+    }
+
+    fn phase(&self, phase: Phase) {
+        if !self.part_of_model {
+            self.progress.set_phase(phase);
+        }
     }
 }
 
