@@ -136,17 +136,38 @@ impl Fetcher {
         progress: &ProgressTracker,
         cancel: CancellationToken,
     ) -> Result<Fetched, FetchError> {
+        match self
+            .fetch_blob_or_manifest(hash, mirrors, progress, cancel.clone())
+            .await?
+        {
+            Ok(manifest) => {
+                self.fetch_model(hash, manifest, mirrors, progress, cancel)
+                    .await
+            }
+            Err(path) => {
+                progress.set_phase(Phase::Complete);
+                Ok(Fetched::Blob { hash, path })
+            }
+        }
+    }
+
+    /// Fetches the blob `hash`; if it is a model's manifest (known as one,
+    /// or decoding as one once here), records it and returns it, else
+    /// returns the blob's path.
+    pub(crate) async fn fetch_blob_or_manifest(
+        &self,
+        hash: Hash,
+        mirrors: &[Url],
+        progress: &ProgressTracker,
+        cancel: CancellationToken,
+    ) -> Result<Result<Manifest, PathBuf>, FetchError> {
         if let Some(manifest) = self.store.manifest(hash)? {
-            return self
-                .fetch_model(hash, manifest, mirrors, progress, cancel)
-                .await;
+            return Ok(Ok(manifest));
         }
         let path = self
-            .fetch_blob(hash, mirrors, None, progress, cancel.clone())
+            .fetch_blob(hash, mirrors, None, progress, cancel)
             .await?;
-        let size = std::fs::metadata(&path)
-            .map(|m| m.len())
-            .unwrap_or(u64::MAX);
+        let size = std::fs::metadata(&path).map_or(u64::MAX, |m| m.len());
         if size <= MAX_ENCODED_LEN as u64 {
             let bytes = std::fs::read(&path).map_err(|source| p2pmodel_store::Error::Io {
                 context: "reading fetched blob",
@@ -155,13 +176,10 @@ impl Fetcher {
             })?;
             if let Ok(manifest) = Manifest::decode(&bytes) {
                 self.store.put_manifest(&manifest)?;
-                return self
-                    .fetch_model(hash, manifest, mirrors, progress, cancel)
-                    .await;
+                return Ok(Ok(manifest));
             }
         }
-        progress.set_phase(Phase::Complete);
-        Ok(Fetched::Blob { hash, path })
+        Ok(Err(path))
     }
 
     async fn fetch_model(
@@ -595,7 +613,7 @@ impl<'a> BlobProgress<'a> {
 
 /// The URL of `path` next to the manifest at `manifest_url`, each part
 /// percent-encoded.
-fn sibling(manifest_url: &Url, path: &str) -> Option<Url> {
+pub(crate) fn sibling(manifest_url: &Url, path: &str) -> Option<Url> {
     let mut url = manifest_url.clone();
     url.set_query(None);
     url.set_fragment(None);

@@ -24,13 +24,19 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bandwidth;
 mod error;
 mod fetch;
 pub mod mirror;
+mod node;
 mod progress;
 
+pub use bandwidth::Bandwidth;
 pub use error::FetchError;
 pub use fetch::{Fetched, Fetcher, FetcherConfig};
+pub use node::{
+    FetchHandle, FetchRequest, LifecycleState, Node, NodeBuilder, NodeError, RequestId, ResumeCheck,
+};
 pub use p2pmodel_store::Store;
 pub use progress::{Phase, Progress, ProgressTracker, SourceProgress};
 pub use tokio_util::sync::CancellationToken;

@@ -11,6 +11,10 @@ use tokio::sync::watch;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Phase {
+    /// Waiting for a transfer slot (the node's concurrency limit).
+    Queued,
+    /// Waiting for the node to resume (it is suspended).
+    Paused,
     /// Asking sources for sizes and outboards.
     Probing,
     /// Moving bytes.
@@ -87,6 +91,12 @@ impl ProgressTracker {
     /// The current snapshot.
     pub fn snapshot(&self) -> Progress {
         self.sender.borrow().clone()
+    }
+
+    /// Replaces the snapshot (a transfer forwarding what its current
+    /// attempt reports).
+    pub fn set(&self, progress: Progress) {
+        self.sender.send_replace(progress);
     }
 
     /// Adds a blob of `size` bytes of which `present` are already there.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_bytes, chunk_count};
 use p2pmodel_protocol::{ChunkBitmap, Hash, Outboard};
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::error::{Error, Result};
 use crate::store::{Store, remove_if_exists, write_synced};
@@ -166,6 +166,30 @@ impl Store {
             }),
             commit_lock: Mutex::new(()),
         })
+    }
+
+    /// Deletes the partial download `key` (records and files), if there is
+    /// one; returns true if there was. A complete blob is not touched.
+    ///
+    /// # Errors
+    /// I/O and database errors.
+    pub fn discard_partial(&self, key: &PartialKey) -> Result<bool> {
+        let id = key.id();
+        if self.partial_record(&id)?.is_none() {
+            return Ok(false);
+        }
+        let txn = self.db().begin_write()?;
+        {
+            txn.open_table(tables::PARTIALS)?.remove(&id)?;
+            txn.open_table(tables::BITMAPS)?.remove(&id)?;
+            if txn.open_table(tables::BLOBS)?.get(&id)?.is_none() {
+                txn.open_table(tables::OUTBOARDS)?.remove(&id)?;
+            }
+        }
+        txn.commit()?;
+        remove_if_exists(&self.partial_path(&id, "data"))?;
+        remove_if_exists(&self.partial_path(&id, "obao"))?;
+        Ok(true)
     }
 
     pub(crate) fn stored_bitmap(&self, id: &[u8; 32], chunks: u64) -> Result<Option<ChunkBitmap>> {

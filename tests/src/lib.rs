@@ -7,6 +7,7 @@
 //! - [`generate`]: incompressible deterministic data of any size.
 //! - [`binary`]: the `p2pmodel` binary under test, built on first use.
 
+mod connections;
 mod mirror;
 
 pub use mirror::{Faults, TestMirror};

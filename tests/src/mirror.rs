@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use p2pmodel_node::mirror::server;
+
+use crate::connections::CountingListener;
 
 /// Misbehaviours, each armed for the next N responses (or, for the flags
 /// and rates, until changed). All start off.
@@ -44,6 +46,8 @@ pub struct Faults {
 
 #[derive(Debug, Default)]
 struct Counters {
+    open_connections: Arc<AtomicUsize>,
+    accepted_connections: Arc<AtomicUsize>,
     requests: AtomicU64,
     body_bytes: AtomicU64,
     authorization: Mutex<Vec<String>>,
@@ -90,7 +94,15 @@ impl TestMirror {
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("bound address");
-        let task = server::spawn(listener, router);
+        let counters = &shared.counters;
+        let listener = CountingListener::new(
+            listener,
+            Arc::clone(&counters.open_connections),
+            Arc::clone(&counters.accepted_connections),
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
         Self {
             addr,
             dir,
@@ -130,6 +142,19 @@ impl TestMirror {
     /// The fault switches.
     pub fn faults(&self) -> &Faults {
         &self.shared.faults
+    }
+
+    /// Connections open now, as the server holds them.
+    pub fn open_connections(&self) -> usize {
+        self.shared.counters.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted_connections(&self) -> usize {
+        self.shared
+            .counters
+            .accepted_connections
+            .load(Ordering::SeqCst)
     }
 
     /// Requests received so far.

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::client::{MirrorClient, MirrorError, Probe, RangeResponse};
+use crate::bandwidth::Bandwidth;
 use crate::progress::ProgressTracker;
 
 /// Bytes checked and written at once: 16 chunks.
@@ -45,6 +46,8 @@ pub struct DownloadConfig {
     pub parallel: usize,
     /// Chunks (16 KiB each) per range request.
     pub request_chunks: u64,
+    /// A byte budget shared with other downloads (`None`: unlimited).
+    pub bandwidth: Option<Bandwidth>,
 }
 
 impl Default for DownloadConfig {
@@ -52,6 +55,7 @@ impl Default for DownloadConfig {
         Self {
             parallel: 4,
             request_chunks: 256,
+            bandwidth: None,
         }
     }
 }
@@ -60,6 +64,12 @@ impl DownloadConfig {
     /// Sets the requests in flight per mirror (at least 1).
     pub fn with_parallel(mut self, parallel: usize) -> Self {
         self.parallel = parallel.max(1);
+        self
+    }
+
+    /// Shares `budget` with every other download that holds it.
+    pub fn with_bandwidth(mut self, budget: Option<Bandwidth>) -> Self {
+        self.bandwidth = budget;
         self
     }
 
@@ -496,6 +506,9 @@ impl Download {
         offset: u64,
         batch: bytes::Bytes,
     ) -> Result<(), Failure> {
+        if let Some(budget) = &self.config.bandwidth {
+            budget.take(batch.len() as u64).await;
+        }
         let partial = Arc::clone(&self.partial);
         let outboard = self.outboard.clone();
         let first_chunk = offset / CHUNK_SIZE;
