@@ -335,3 +335,38 @@ async fn a_queued_transfer_waits_for_a_slot() {
     first.await.unwrap();
     second.await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_commits_and_a_new_node_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = TestMirror::start().await;
+    let size = 16 * MIB;
+    let data = generate(size, 11);
+    let (hash, url) = publish(&mirror, "m.bin", &data);
+    mirror.throttle(4 * MIB);
+    let node = node(&dir).spawn().unwrap();
+    let handle = node
+        .fetch(FetchRequest::hash(hash).with_mirror(url.clone()))
+        .unwrap();
+    wait_until("a quarter arrived", || mirror.body_bytes() > size / 4).await;
+    node.shutdown().await;
+    assert!(matches!(handle.await, Err(NodeError::Shutdown)));
+    let first = mirror.body_bytes();
+
+    mirror.throttle(0);
+    let node = node_on(&dir);
+    let handle = node
+        .fetch(FetchRequest::hash(hash).with_mirror(url))
+        .unwrap();
+    let progress = handle.progress();
+    handle.await.unwrap();
+    assert!(
+        progress.borrow().resumed >= first - 2 * MIB,
+        "resumed {} of {first}",
+        progress.borrow().resumed
+    );
+}
+
+fn node_on(dir: &tempfile::TempDir) -> Node {
+    node(dir).spawn().unwrap()
+}

@@ -26,7 +26,7 @@ use bytes::BytesMut;
 use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
 use p2pmodel_protocol::{Outboard, VerifyError};
 use p2pmodel_store::Partial;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -34,6 +34,9 @@ use url::Url;
 use super::client::{MirrorClient, MirrorError, Probe, RangeResponse};
 use crate::bandwidth::Bandwidth;
 use crate::progress::ProgressTracker;
+
+/// Most writes in flight at once (far above the workers' count).
+const MAX_WRITES: usize = 1 << 16;
 
 /// Bytes checked and written at once: 16 chunks.
 const BATCH_BYTES: usize = 16 * CHUNK_SIZE as usize;
@@ -111,6 +114,8 @@ pub struct MirrorSource {
 /// Fills a partial from mirrors. See the module docs.
 #[derive(Debug)]
 pub struct Download {
+    /// One permit per write running on a blocking thread; see `writes_settled`.
+    writes: Arc<Semaphore>,
     client: MirrorClient,
     partial: Arc<Partial>,
     outboard: Option<Arc<Outboard<File>>>,
@@ -167,6 +172,7 @@ impl Download {
             "unverified downloads use one source"
         );
         Self {
+            writes: Arc::new(Semaphore::new(MAX_WRITES)),
             client,
             partial,
             outboard,
@@ -217,10 +223,12 @@ impl Download {
             () = cancel.cancelled() => {
                 workers.abort_all();
                 while workers.join_next().await.is_some() {}
+                this.writes_settled().await;
                 return Err(DownloadError::Cancelled);
             }
             error = drain(&mut workers) => error,
         };
+        this.writes_settled().await;
         if let Some(error) = store_error {
             return Err(DownloadError::Store(error));
         }
@@ -244,6 +252,12 @@ impl Download {
             })
             .collect();
         Err(DownloadError::NoSourceLeft(failures))
+    }
+
+    /// Waits until no write started by an aborted worker is still running,
+    /// so that nothing touches the partial after `run` returns.
+    async fn writes_settled(&self) {
+        let _all = self.writes.acquire_many(MAX_WRITES as u32).await;
     }
 
     /// The missing chunks, cut into requests.
@@ -512,7 +526,13 @@ impl Download {
         let partial = Arc::clone(&self.partial);
         let outboard = self.outboard.clone();
         let first_chunk = offset / CHUNK_SIZE;
+        let writing = Arc::clone(&self.writes)
+            .acquire_owned()
+            .await
+            .expect("the write semaphore is never closed");
         let written = tokio::task::spawn_blocking(move || {
+            // Held until the write is done, even if the worker was aborted.
+            let _writing = writing;
             if let Some(outboard) = outboard {
                 outboard
                     .verify_chunks(first_chunk, &batch)

@@ -70,6 +70,9 @@ pub(crate) async fn run(
     }
     let outcome = drive(&node, &spec, &progress, &stop).await;
     node.finish(spec.generation, outcome);
+    // Let go of the store before saying so: after `shutdown` returns, the
+    // store can be opened again.
+    drop(node);
     done.send_replace(true);
 }
 
