@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
     });
-    let path = handle.await?;
+    let path = handle.await?.path().to_path_buf();
     printer.abort();
     println!("done: {}", path.display());
     Ok(())

@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let handle = node.fetch(request)?;
     let progress = handle.progress();
-    let path = handle.await?;
+    let path = handle.await?.path().to_path_buf();
     println!(
         "resumed {} bytes from disk; done: {}",
         progress.borrow().resumed,

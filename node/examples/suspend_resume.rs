@@ -25,6 +25,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     node.resume().await?;
     println!("state: {}", node.state());
-    println!("done: {}", handle.await?.display());
+    println!("done: {}", handle.await?.path().display());
     Ok(())
 }

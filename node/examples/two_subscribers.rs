@@ -17,6 +17,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{} and {} share one transfer", ui.id(), loader.id());
     node.cancel(ui.id())?;
     println!("{} left: {:?}", ui.id(), ui.await.err());
-    println!("{} finished: {}", loader.id(), loader.await?.display());
+    println!(
+        "{} finished: {}",
+        loader.id(),
+        loader.await?.path().display()
+    );
     Ok(())
 }

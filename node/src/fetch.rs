@@ -1,5 +1,5 @@
-//! [`Fetcher`]: a blob, a model or a plain URL from HTTP mirrors into the
-//! store.
+//! [`Fetcher`]: a blob or a plain URL from HTTP mirrors into the store.
+//! Models (and sharing, pausing, suspending) are the [`Node`](crate::Node)'s.
 //!
 //! A fetch of a blob goes: probe every mirror (size, validator, Range
 //! support) -> find the outboard (the store, or a mirror's `URL.obao`) ->
@@ -8,14 +8,12 @@
 //! on arrival and all mirrors are used at once; without one, bytes come
 //! from a single mirror and the whole blob is checked at the end.
 //!
-//! A model is a blob that decodes as a [`Manifest`]: its files are fetched
-//! from their own mirrors and from the model's mirrors (file paths resolved
-//! against the manifest's URL), several at a time, under one progress.
+//! A model is a blob that decodes as a [`Manifest`];
+//! [`Fetcher::fetch_blob_or_manifest`] tells which.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::stream::{self, StreamExt};
 use p2pmodel_protocol::manifest::MAX_ENCODED_LEN;
 use p2pmodel_protocol::{Hash, Manifest, Sha256};
 use p2pmodel_store::{Partial, PartialKey, PartialMode, Store};
@@ -40,8 +38,6 @@ pub struct FetcherConfig {
     pub http: HttpConfig,
     /// Requests in flight and request size.
     pub download: DownloadConfig,
-    /// Files of a model fetched at once (0 means 3).
-    pub parallel_files: usize,
 }
 
 impl FetcherConfig {
@@ -58,14 +54,14 @@ impl FetcherConfig {
     }
 }
 
-/// What a fetch produced.
+/// What a node's fetch produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
-    /// A single blob, at `path` in the store.
+    /// A single blob.
     Blob {
         /// Its hash.
         hash: Hash,
-        /// Its read-only file in the store.
+        /// The caller's export, or the read-only file in the store.
         path: PathBuf,
     },
     /// A model: its manifest and every file are in the store.
@@ -74,7 +70,8 @@ pub enum Fetched {
         hash: Hash,
         /// Its manifest.
         manifest: Manifest,
-        /// The manifest blob's file in the store.
+        /// The folder holding its files: the caller's export, or
+        /// `STORE/models/HASH`.
         path: PathBuf,
     },
 }
@@ -119,38 +116,6 @@ impl Fetcher {
         &self.store
     }
 
-    /// Fetches `hash`, a blob or a model, from `mirrors` (for a model: the
-    /// URLs of its manifest). Returns at once if the store has it all.
-    ///
-    /// # Cancel safety
-    /// Cancelling `cancel` (or dropping the future) keeps every chunk that
-    /// was written; with the token, what was written is also committed
-    /// before this returns [`FetchError::Cancelled`].
-    ///
-    /// # Errors
-    /// See [`FetchError`].
-    pub async fn fetch(
-        &self,
-        hash: Hash,
-        mirrors: &[Url],
-        progress: &ProgressTracker,
-        cancel: CancellationToken,
-    ) -> Result<Fetched, FetchError> {
-        match self
-            .fetch_blob_or_manifest(hash, mirrors, progress, cancel.clone())
-            .await?
-        {
-            Ok(manifest) => {
-                self.fetch_model(hash, manifest, mirrors, progress, cancel)
-                    .await
-            }
-            Err(path) => {
-                progress.set_phase(Phase::Complete);
-                Ok(Fetched::Blob { hash, path })
-            }
-        }
-    }
-
     /// Fetches the blob `hash`; if it is a model's manifest (known as one,
     /// or decoding as one once here), records it and returns it, else
     /// returns the blob's path.
@@ -180,76 +145,6 @@ impl Fetcher {
             }
         }
         Ok(Err(path))
-    }
-
-    async fn fetch_model(
-        &self,
-        hash: Hash,
-        manifest: Manifest,
-        mirrors: &[Url],
-        progress: &ProgressTracker,
-        cancel: CancellationToken,
-    ) -> Result<Fetched, FetchError> {
-        let parallel = if self.config.parallel_files == 0 {
-            3
-        } else {
-            self.config.parallel_files
-        };
-        // One failed file stops the others; each keeps what it has.
-        let group = cancel.child_token();
-        let mut jobs = Vec::new();
-        for file in manifest.files() {
-            let mut urls = Vec::new();
-            for mirror in &file.mirrors {
-                urls.push(Url::parse(mirror).map_err(|_| FetchError::BadUrl(mirror.clone()))?);
-            }
-            urls.extend(
-                mirrors
-                    .iter()
-                    .filter_map(|model_url| sibling(model_url, &file.path)),
-            );
-            jobs.push((file.hash, urls, file.size));
-            progress.add_expected(file.size);
-        }
-        progress.set_phase(Phase::Downloading);
-        // Every file runs to its end (a cancelled one commits what it has),
-        // then the first error, if any, is the result.
-        let results: Vec<Result<PathBuf, FetchError>> = stream::iter(jobs)
-            .map(|(file_hash, urls, size)| {
-                let group = group.clone();
-                async move {
-                    let result = self
-                        .fetch_counted_blob(
-                            file_hash,
-                            &urls,
-                            Some(size),
-                            progress,
-                            group.clone(),
-                            true,
-                        )
-                        .await;
-                    if result.is_err() {
-                        group.cancel();
-                    }
-                    result
-                }
-            })
-            .buffer_unordered(parallel)
-            .collect()
-            .await;
-        let mut errors = results.into_iter().filter_map(Result::err);
-        if cancel.is_cancelled() {
-            return Err(FetchError::Cancelled);
-        }
-        if let Some(error) = errors.find(|error| !matches!(error, FetchError::Cancelled)) {
-            return Err(error);
-        }
-        progress.set_phase(Phase::Complete);
-        Ok(Fetched::Model {
-            hash,
-            path: self.store.blob_path(hash),
-            manifest,
-        })
     }
 
     /// Fetches the blob `hash` from `mirrors` into the store and returns

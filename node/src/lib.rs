@@ -1,25 +1,32 @@
 //! The p2pmodel library node: gets blobs and models into a [`Store`],
 //! verified, resumable and never half-written at their final path.
 //!
-//! - [`Fetcher`] fetches a blob or a model by hash from HTTP mirrors, or a
-//!   plain URL, into the store, and reports [`Progress`].
+//! - [`Node`] is what applications embed: one transfer per hash shared by
+//!   every caller, pause or clear per caller, models as groups, and a
+//!   suspend/resume lifecycle. Build one with [`NodeBuilder`].
+//! - [`Fetcher`] is the step below: one blob or plain URL from HTTP mirrors
+//!   into the store, reporting [`Progress`].
 //! - [`mirror`] holds the HTTP side: the client that copes with servers that
-//!   ignore `Range`, truncate, redirect or change content, and the download
-//!   that fills a partial blob from several mirrors at once.
+//!   ignore `Range`, truncate, redirect or change content, the download that
+//!   fills a partial blob from several mirrors at once, and a static mirror
+//!   server.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use p2pmodel_node::{Fetcher, FetcherConfig, ProgressTracker};
-//! use p2pmodel_store::Store;
-//! use tokio_util::sync::CancellationToken;
+//! use p2pmodel_node::{FetchRequest, NodeBuilder};
 //!
-//! let store = Store::open("/tmp/p2pmodel-store")?;
-//! let fetcher = Fetcher::new(store, FetcherConfig::default());
+//! let node = NodeBuilder::new("/tmp/p2pmodel-store").spawn()?;
 //! let hash = "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f".parse()?;
-//! let mirrors = vec!["http://127.0.0.1:8080/model.bin".parse()?];
-//! let progress = ProgressTracker::new();
-//! let fetched = fetcher.fetch(hash, &mirrors, &progress, CancellationToken::new()).await?;
-//! println!("{}", fetched.path().display());
+//! let mirror = "http://127.0.0.1:8080/model.bin".parse()?;
+//! let handle = node.fetch(FetchRequest::hash(hash).with_mirror(mirror))?;
+//! let mut progress = handle.progress();
+//! tokio::spawn(async move {
+//!     while progress.changed().await.is_ok() {
+//!         let now = progress.borrow().clone();
+//!         eprintln!("{} of {} bytes", now.done, now.total);
+//!     }
+//! });
+//! println!("{}", handle.await?.path().display());
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use p2pmodel_node::mirror::{DownloadConfig, HttpConfig};
 use p2pmodel_node::{
-    CancellationToken, FetchError, Fetched, Fetcher, FetcherConfig, ProgressTracker, Store,
+    CancellationToken, FetchError, Fetcher, FetcherConfig, ProgressTracker, Store,
 };
-use p2pmodel_protocol::{Hash, Manifest, ManifestEntry, Outboard, Sha256};
+use p2pmodel_protocol::{Hash, Outboard, Sha256};
 use testkit::{TestMirror, generate};
 use url::Url;
 
@@ -46,15 +46,15 @@ fn publish(mirror: &TestMirror, name: &str, data: &[u8], sidecar: bool) -> (Hash
     (outboard.hash(), mirror.url(name).parse().unwrap())
 }
 
-async fn fetch(setup: &Setup, hash: Hash, mirrors: &[Url]) -> Result<Fetched, FetchError> {
+async fn fetch(
+    setup: &Setup,
+    hash: Hash,
+    mirrors: &[Url],
+) -> Result<std::path::PathBuf, FetchError> {
+    let progress = ProgressTracker::new();
     setup
         .fetcher
-        .fetch(
-            hash,
-            mirrors,
-            &ProgressTracker::new(),
-            CancellationToken::new(),
-        )
+        .fetch_blob(hash, mirrors, None, &progress, CancellationToken::new())
         .await
 }
 
@@ -85,7 +85,13 @@ async fn two_mirrors_with_a_sidecar_share_the_work() {
     let progress = ProgressTracker::new();
     setup
         .fetcher
-        .fetch(hash, &[url_a, url_b], &progress, CancellationToken::new())
+        .fetch_blob(
+            hash,
+            &[url_a, url_b],
+            None,
+            &progress,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_published(&setup, hash, &data);
@@ -122,9 +128,12 @@ async fn a_server_that_ignores_range_is_read_in_one_stream() {
         let (hash, url) = publish(&mirror, "m.bin", &data, sidecar);
         fetch(&setup, hash, &[url]).await.unwrap();
         assert_published(&setup, hash, &data);
+        // The probe's `bytes=0-0` gets the whole file as an answer; it is
+        // dropped after the headers, but on loopback the server may have
+        // pushed all of it into socket buffers by then. Then one stream.
         assert!(
-            mirror.body_bytes() < 2 * data.len() as u64,
-            "the file was streamed about once"
+            mirror.body_bytes() < 3 * data.len() as u64,
+            "the file was streamed once after the probe"
         );
     }
 }
@@ -196,9 +205,10 @@ async fn a_corrupting_mirror_is_dropped_and_the_honest_one_finishes() {
     let progress = ProgressTracker::new();
     setup
         .fetcher
-        .fetch(
+        .fetch_blob(
             hash,
             &[bad_url, good_url.clone()],
+            None,
             &progress,
             CancellationToken::new(),
         )
@@ -310,7 +320,7 @@ async fn a_cancelled_fetch_resumes_and_moves_only_the_remainder() {
         let (fetcher, cancel, url) = (setup.fetcher.clone(), cancel.clone(), url.clone());
         async move {
             fetcher
-                .fetch(hash, &[url], &ProgressTracker::new(), cancel)
+                .fetch_blob(hash, &[url], None, &ProgressTracker::new(), cancel)
                 .await
         }
     });
@@ -325,7 +335,7 @@ async fn a_cancelled_fetch_resumes_and_moves_only_the_remainder() {
     let progress = ProgressTracker::new();
     setup
         .fetcher
-        .fetch(hash, &[url], &progress, CancellationToken::new())
+        .fetch_blob(hash, &[url], None, &progress, CancellationToken::new())
         .await
         .unwrap();
     assert_published(&setup, hash, &data);
@@ -392,42 +402,6 @@ async fn a_url_with_a_sha256_is_checked_and_recorded_as_an_alias() {
         .await
         .unwrap();
     assert_eq!(mirror.requests(), before);
-}
-
-#[tokio::test]
-async fn a_model_is_fetched_file_by_file_from_beside_its_manifest() {
-    let setup = setup();
-    let mirror = TestMirror::start().await;
-    let files = [
-        ("config.json", generate(1000, 16)),
-        ("weights/part 1.bin", generate(2 * MIB, 17)),
-    ];
-    let mut entries = Vec::new();
-    for (path, data) in &files {
-        let (hash, _) = publish(&mirror, &format!("tiny/{path}"), data, true);
-        entries.push(ManifestEntry {
-            path: (*path).into(),
-            size: data.len() as u64,
-            hash,
-            sha256: None,
-            mirrors: vec![],
-        });
-    }
-    let manifest = Manifest::new(entries).unwrap();
-    mirror.put("tiny/model.p2pmodel", &manifest.encode());
-    let url: Url = mirror.url("tiny/model.p2pmodel").parse().unwrap();
-    let progress = ProgressTracker::new();
-    let fetched = setup
-        .fetcher
-        .fetch(manifest.hash(), &[url], &progress, CancellationToken::new())
-        .await
-        .unwrap();
-    assert!(matches!(fetched, Fetched::Model { .. }));
-    for (_, data) in &files {
-        assert_published(&setup, Hash::of(data), data);
-    }
-    let snapshot = progress.snapshot();
-    assert_eq!(snapshot.done, snapshot.total);
 }
 
 fn sha2_digest(data: &[u8]) -> [u8; 32] {

@@ -40,8 +40,10 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Bytes a fetch moves besides the blob: the sidecar outboard, and the one
+/// byte of the probe (`Range: bytes=0-0`).
 fn sidecar(size: u64) -> u64 {
-    p2pmodel_protocol::verified::outboard_size(size)
+    p2pmodel_protocol::verified::outboard_size(size) + 1
 }
 
 #[tokio::test]
@@ -66,8 +68,8 @@ async fn two_subscribers_share_one_transfer_and_one_may_leave() {
     node.cancel(first.id()).unwrap();
     assert!(matches!(first.await, Err(NodeError::Cancelled)));
     mirror.throttle(0);
-    let path = second.await.unwrap();
-    assert_eq!(std::fs::read(path).unwrap(), data);
+    let fetched = second.await.unwrap();
+    assert_eq!(std::fs::read(fetched.path()).unwrap(), data);
     let sent = mirror.body_bytes();
     assert!(
         sent <= data.len() as u64 + sidecar(data.len() as u64),
@@ -199,8 +201,8 @@ async fn suspend_closes_connections_refuses_work_and_resume_finishes_the_fetch()
 
     mirror.throttle(0);
     node.resume().await.unwrap();
-    let path = handle.await.unwrap();
-    assert_eq!(std::fs::read(path).unwrap(), data);
+    let fetched = handle.await.unwrap();
+    assert_eq!(std::fs::read(fetched.path()).unwrap(), data);
     let after = mirror.body_bytes() - during;
     // Verified chunks are not fetched again: the rest, plus in-flight requests.
     assert!(
@@ -307,7 +309,7 @@ async fn a_model_is_one_group_with_summed_progress_and_one_cancel() {
         )
         .unwrap();
     let progress = handle.progress();
-    assert_eq!(handle.await.unwrap(), out);
+    assert_eq!(handle.await.unwrap().path(), out);
     for (path, data) in &files {
         assert_eq!(&std::fs::read(out.join(path)).unwrap(), data);
     }
@@ -369,4 +371,36 @@ async fn shutdown_commits_and_a_new_node_resumes() {
 
 fn node_on(dir: &tempfile::TempDir) -> Node {
     node(dir).spawn().unwrap()
+}
+
+#[tokio::test]
+async fn a_model_fetch_completes_with_a_single_transfer_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(&dir).max_concurrent_transfers(1).spawn().unwrap();
+    let mirror = TestMirror::start().await;
+    let files = [("a.bin", generate(MIB, 12)), ("b.bin", generate(MIB, 13))];
+    let mut entries = Vec::new();
+    for (path, data) in &files {
+        let (hash, _) = publish(&mirror, &format!("m/{path}"), data);
+        entries.push(ManifestEntry {
+            path: (*path).into(),
+            size: data.len() as u64,
+            hash,
+            sha256: None,
+            mirrors: vec![],
+        });
+    }
+    let manifest = Manifest::new(entries).unwrap();
+    mirror.put("m/model.p2pmodel", &manifest.encode());
+    let url: Url = mirror.url("m/model.p2pmodel").parse().unwrap();
+    let handle = node
+        .fetch(FetchRequest::hash(manifest.hash()).with_mirror(url))
+        .unwrap();
+    let fetched = tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    for (path, data) in &files {
+        assert_eq!(&std::fs::read(fetched.path().join(path)).unwrap(), data);
+    }
 }

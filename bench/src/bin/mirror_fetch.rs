@@ -167,13 +167,10 @@ async fn curl_copy(curl: &Path, url: &Url, target: &Path) -> Result<()> {
 
 async fn p2pmodel_fetch(store: Store, hash: Hash, url: &Url) -> Result<()> {
     let fetcher = Fetcher::new(store, FetcherConfig::default());
+    let progress = ProgressTracker::new();
+    let mirrors = std::slice::from_ref(url);
     fetcher
-        .fetch(
-            hash,
-            std::slice::from_ref(url),
-            &ProgressTracker::new(),
-            CancellationToken::new(),
-        )
+        .fetch_blob(hash, mirrors, None, &progress, CancellationToken::new())
         .await?;
     Ok(())
 }

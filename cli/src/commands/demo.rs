@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use p2pmodel_node::mirror::server::{self, ServeOptions};
-use p2pmodel_node::{CancellationToken, FetchError, Fetcher, FetcherConfig, ProgressTracker};
+use p2pmodel_node::{FetchRequest, Fetched, Node, NodeBuilder, NodeError, Progress};
 use p2pmodel_protocol::{Hash, Manifest, ManifestEntry};
 use p2pmodel_store::Store;
 use url::Url;
@@ -60,14 +60,14 @@ pub async fn run(size_mib: u64, keep: bool) -> anyhow::Result<ExitCode> {
     let manifest_url: Url = format!("http://{addr}/{}", p2pmodel_store::MIRROR_MANIFEST).parse()?;
     say(&format!("local mirror: {manifest_url}"));
 
-    let store = Store::open(root.join("client-store"))?;
+    let node = NodeBuilder::new(root.join("client-store")).spawn()?;
     let display = Display::choose(false);
 
     say("fetch 1: starts, and is interrupted at about 40% (as Ctrl+C would)");
     let (first, outcome) =
-        fetch_once(&store, model, &manifest_url, display, Some(total * 2 / 5)).await?;
+        fetch_once(&node, model, &manifest_url, display, Some(total * 2 / 5)).await?;
     ensure!(
-        matches!(outcome, Err(FetchError::Cancelled)),
+        matches!(outcome, Err(NodeError::Cancelled)),
         "the first fetch was meant to be interrupted"
     );
     say(&format!(
@@ -78,7 +78,7 @@ pub async fn run(size_mib: u64, keep: bool) -> anyhow::Result<ExitCode> {
 
     say("fetch 2: the same command again resumes");
     let started = Instant::now();
-    let (second, outcome) = fetch_once(&store, model, &manifest_url, display, None).await?;
+    let (second, outcome) = fetch_once(&node, model, &manifest_url, display, None).await?;
     outcome.context("the resumed fetch failed")?;
     say(&format!(
         "  done in {:.1} s: {} resumed from disk, {} moved over the network",
@@ -88,6 +88,7 @@ pub async fn run(size_mib: u64, keep: bool) -> anyhow::Result<ExitCode> {
     ));
     server.abort();
 
+    let store = node.store().clone();
     let out = root.join("fetched-model");
     store.export_model(model, &out)?;
     for (path, _) in &files {
@@ -168,35 +169,29 @@ fn publish(root: &Path, model_dir: &Path, files: &[(String, u64)]) -> anyhow::Re
     Ok(model)
 }
 
-/// One fetch into the client store; with `pause_at`, cancels it once that
-/// many bytes are present.
+/// One fetch by the client node; with `pause_at`, the request is
+/// cancelled (a pause) once that many bytes are present.
 async fn fetch_once(
-    store: &Store,
+    node: &Node,
     model: Hash,
     url: &Url,
     display: Display,
     pause_at: Option<u64>,
-) -> anyhow::Result<(
-    p2pmodel_node::Progress,
-    Result<p2pmodel_node::Fetched, FetchError>,
-)> {
-    let fetcher = Fetcher::new(store.clone(), FetcherConfig::default());
-    let progress = ProgressTracker::new();
-    let cancel = CancellationToken::new();
-    let shown = tokio::spawn(progress::show(display, model.short(), progress.subscribe()));
+) -> anyhow::Result<(Progress, Result<Fetched, NodeError>)> {
+    let handle = node.fetch(FetchRequest::hash(model).with_mirror(url.clone()))?;
+    let progress = handle.progress();
+    let shown = tokio::spawn(progress::show(display, model.short(), progress.clone()));
     let watcher = pause_at.map(|bytes| {
-        let (mut updates, cancel) = (progress.subscribe(), cancel.clone());
+        let (mut updates, node, id) = (progress.clone(), node.clone(), handle.id());
         tokio::spawn(async move {
-            while updates.changed().await.is_ok() {
-                if updates.borrow().done >= bytes {
-                    cancel.cancel();
-                    return;
-                }
+            if updates.wait_for(|now| now.done >= bytes).await.is_ok() {
+                // The fetch may have finished first; then there is nothing to pause.
+                let _ = node.cancel(id);
             }
         })
     });
     let outcome = tokio::select! {
-        outcome = fetcher.fetch(model, std::slice::from_ref(url), &progress, cancel) => outcome,
+        outcome = handle => outcome,
         () = tokio::time::sleep(Duration::from_secs(600)) => anyhow::bail!("the demo fetch took over 10 minutes"),
     };
     shown.abort();
@@ -204,7 +199,8 @@ async fn fetch_once(
     if let Some(watcher) = watcher {
         watcher.abort();
     }
-    Ok((progress.snapshot(), outcome))
+    let snapshot = progress.borrow().clone();
+    Ok((snapshot, outcome))
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<Hash> {

@@ -1,19 +1,17 @@
-//! `p2pmodel fetch HASH --mirror URL` and `p2pmodel fetch URL`.
+//! `p2pmodel fetch HASH --mirror URL` and `p2pmodel fetch URL`, run by an
+//! in-process [`Node`](p2pmodel_node::Node).
 //!
-//! Ctrl+C cancels the fetch: what was verified is committed to the store,
-//! a one-line message says so, and the exit status is 130. The same
-//! command later resumes.
+//! Ctrl+C pauses: the request is cancelled, the node commits what was
+//! verified, a one-line message says so, and the exit status is 130. The
+//! same command later resumes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use p2pmodel_node::mirror::DownloadConfig;
-use p2pmodel_node::{
-    CancellationToken, FetchError, Fetched, Fetcher, FetcherConfig, ProgressTracker,
-};
+use p2pmodel_node::{FetchRequest, Fetched, FetcherConfig, NodeBuilder, NodeError};
 use p2pmodel_protocol::Sha256;
-use p2pmodel_store::Store;
 use url::Url;
 
 use super::{human_bytes, parse_hash};
@@ -23,46 +21,35 @@ use crate::progress::{self, Display};
 /// Exit status of an interrupted (paused) fetch, as shells report SIGINT.
 const INTERRUPTED: u8 = 130;
 
-pub async fn run(store: Store, args: FetchArgs) -> anyhow::Result<ExitCode> {
-    let target = Target::parse(&args)?;
+pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let (request, label, prints_hash) = request(&args)?;
     let display = Display::choose(args.json);
     let config = FetcherConfig::default()
         .with_download(DownloadConfig::default().with_parallel(args.parallel));
-    let fetcher = Fetcher::new(store, config);
-    let progress = ProgressTracker::new();
-    let cancel = CancellationToken::new();
+    let node = NodeBuilder::new(&store_dir)
+        .fetcher_config(config)
+        .spawn()
+        .with_context(|| format!("opening the store at {}", store_dir.display()))?;
+    let mut handle = node.fetch(request)?;
+    let progress = handle.progress();
     let started = std::time::Instant::now();
-    let shown = tokio::spawn(progress::show(
-        display,
-        target.label(),
-        progress.subscribe(),
-    ));
-    let interrupt = tokio::spawn({
-        let cancel = cancel.clone();
-        async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
+    let shown = tokio::spawn(progress::show(display, label, progress.clone()));
+    let result = tokio::select! {
+        result = &mut handle => result,
+        _ = tokio::signal::ctrl_c() => {
+            node.cancel(handle.id())?;
+            handle.await
         }
-    });
-    let result = match &target {
-        Target::Hash { hash, mirrors } => fetcher
-            .fetch(*hash, mirrors, &progress, cancel)
-            .await
-            .map(Outcome::Fetched),
-        Target::Url { url, sha256 } => fetcher
-            .fetch_url(url, *sha256, &progress, cancel)
-            .await
-            .map(Outcome::Url),
     };
-    interrupt.abort();
+    // Waits for the transfer to commit what it verified.
+    node.shutdown().await;
     shown.abort();
     let _ = shown.await;
-    progress::finish(display, &progress.snapshot(), started);
-    let outcome = match result {
-        Ok(outcome) => outcome,
-        Err(FetchError::Cancelled) => {
-            let snapshot = progress.snapshot();
+    let snapshot = progress.borrow().clone();
+    progress::finish(display, &snapshot, started);
+    let fetched = match result {
+        Ok(fetched) => fetched,
+        Err(NodeError::Cancelled) => {
             eprintln!(
                 "p2pmodel: paused at {} of {}; run the same command again to resume",
                 human_bytes(snapshot.done),
@@ -72,100 +59,64 @@ pub async fn run(store: Store, args: FetchArgs) -> anyhow::Result<ExitCode> {
         }
         Err(error) => return Err(error.into()),
     };
-    let (hash, path) = match outcome {
-        Outcome::Url(hash) => {
-            let path = match &args.output {
-                Some(output) => export(fetcher.store(), hash, output, false)?,
-                None => fetcher.store().blob_path(hash),
-            };
-            (hash, path)
-        }
-        Outcome::Fetched(fetched) => {
-            let is_model = matches!(fetched, Fetched::Model { .. });
-            let path = match &args.output {
-                Some(output) => export(fetcher.store(), fetched.hash(), output, is_model)?,
-                None if is_model => {
-                    let dir = fetcher
-                        .store()
-                        .root()
-                        .join("models")
-                        .join(fetched.hash().to_hex());
-                    export(fetcher.store(), fetched.hash(), &dir, true)?
-                }
-                None => fetched.path().to_path_buf(),
-            };
-            (fetched.hash(), path)
-        }
-    };
     if args.json {
-        let line = serde_json::json!({"event": "done", "hash": hash, "path": path});
+        let line =
+            serde_json::json!({"event": "done", "hash": fetched.hash(), "path": fetched.path()});
         println!("{line}");
-    } else if matches!(target, Target::Url { .. }) {
-        println!("{hash}");
+    } else if prints_hash {
+        println!("{}", fetched.hash());
     } else {
-        println!("{}", path.display());
+        println!("{}", fetched.path().display());
+    }
+    if let Fetched::Model { manifest, .. } = &fetched {
+        tracing::info!(files = manifest.files().len(), "model fetched");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-enum Target {
-    Hash {
-        hash: p2pmodel_protocol::Hash,
-        mirrors: Vec<Url>,
-    },
-    Url {
-        url: Url,
-        sha256: Option<Sha256>,
-    },
-}
-
-enum Outcome {
-    Fetched(Fetched),
-    Url(p2pmodel_protocol::Hash),
-}
-
-impl Target {
-    fn parse(args: &FetchArgs) -> anyhow::Result<Self> {
-        let mirrors = args
-            .mirrors
-            .iter()
-            .map(|text| http_url(text))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+/// The node request for the typed arguments, a label for the progress
+/// bar, and whether the result is announced by its hash (a URL) rather
+/// than its path.
+fn request(args: &FetchArgs) -> anyhow::Result<(FetchRequest, String, bool)> {
+    let mirrors = args
+        .mirrors
+        .iter()
+        .map(|text| http_url(text))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (mut request, label, prints_hash) =
         if args.target.starts_with("http://") || args.target.starts_with("https://") {
             if !mirrors.is_empty() {
                 bail!("--mirror goes with a hash; to fetch a URL, give only the URL");
             }
-            let sha256 = match &args.sha256 {
-                Some(text) => Some(
-                    text.parse::<Sha256>()
-                        .with_context(|| format!("--sha256 {text:?}"))?,
-                ),
-                None => None,
-            };
-            return Ok(Target::Url {
-                url: http_url(&args.target)?,
-                sha256,
-            });
-        }
-        if args.sha256.is_some() {
-            bail!("--sha256 goes with a URL; a hash already names exact bytes");
-        }
-        Ok(Target::Hash {
-            hash: parse_hash(&args.target)?,
-            mirrors,
-        })
-    }
-
-    fn label(&self) -> String {
-        match self {
-            Target::Hash { hash, .. } => hash.short(),
-            Target::Url { url, .. } => url
+            let url = http_url(&args.target)?;
+            let label = url
                 .path_segments()
                 .and_then(|mut s| s.next_back())
                 .unwrap_or("download")
-                .to_owned(),
-        }
+                .to_owned();
+            let mut request = FetchRequest::url(url);
+            if let Some(text) = &args.sha256 {
+                request = request.with_sha256(
+                    text.parse::<Sha256>()
+                        .with_context(|| format!("--sha256 {text:?}"))?,
+                );
+            }
+            (request, label, true)
+        } else {
+            if args.sha256.is_some() {
+                bail!("--sha256 goes with a URL; a hash already names exact bytes");
+            }
+            let hash = parse_hash(&args.target)?;
+            (
+                FetchRequest::hash(hash).with_mirrors(mirrors),
+                hash.short(),
+                false,
+            )
+        };
+    if let Some(output) = &args.output {
+        request = request.with_output(output);
     }
+    Ok((request, label, prints_hash))
 }
 
 fn http_url(text: &str) -> anyhow::Result<Url> {
@@ -174,23 +125,4 @@ fn http_url(text: &str) -> anyhow::Result<Url> {
         bail!("{text:?} is not an http:// or https:// URL");
     }
     Ok(url)
-}
-
-/// Exports to `output` (a file for a blob, a folder for a model).
-fn export(
-    store: &Store,
-    hash: p2pmodel_protocol::Hash,
-    output: &std::path::Path,
-    model: bool,
-) -> anyhow::Result<PathBuf> {
-    if model {
-        store
-            .export_model(hash, output)
-            .with_context(|| format!("exporting to {}", output.display()))?;
-    } else {
-        store
-            .export(hash, output)
-            .with_context(|| format!("exporting to {}", output.display()))?;
-    }
-    Ok(output.to_path_buf())
 }

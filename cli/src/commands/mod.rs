@@ -18,11 +18,11 @@ use crate::args::{Cli, Command};
 
 /// Runs the command the user typed.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let store_dir = cli.store.clone();
-    let open = move || open_store(store_dir);
+    let flag = cli.store.clone();
+    let open = move || open_store(flag);
     match cli.command {
         Command::Add { path } => add::run(open()?, &path),
-        Command::Fetch(args) => fetch::run(open()?, args).await,
+        Command::Fetch(args) => fetch::run(store_dir(cli.store)?, args).await,
         Command::Export { hash, output } => store::export(open()?, &hash, &output),
         Command::List { json } => store::list(open()?, json),
         Command::Remove { hash } => store::remove(open()?, &hash),

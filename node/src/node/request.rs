@@ -10,6 +10,7 @@ use tokio::sync::{oneshot, watch};
 use url::Url;
 
 use super::NodeError;
+use crate::fetch::Fetched;
 use crate::progress::Progress;
 
 /// Names one call to [`Node::fetch`](super::Node::fetch). Unique within one
@@ -101,7 +102,8 @@ impl FetchRequest {
 }
 
 /// One caller's view of a transfer: its id (known before any I/O), its
-/// progress, and, when awaited, the path of the result.
+/// progress, and, when awaited, the result: its hash and path (the export
+/// the caller asked for, or the store's copy).
 ///
 /// Dropping the handle does not cancel the call; use
 /// [`Node::cancel`](super::Node::cancel) with [`FetchHandle::id`].
@@ -109,7 +111,7 @@ impl FetchRequest {
 pub struct FetchHandle {
     pub(crate) id: RequestId,
     pub(crate) progress: watch::Receiver<Progress>,
-    pub(crate) result: oneshot::Receiver<Result<PathBuf, NodeError>>,
+    pub(crate) result: oneshot::Receiver<Result<Fetched, NodeError>>,
 }
 
 impl FetchHandle {
@@ -126,7 +128,7 @@ impl FetchHandle {
 }
 
 impl Future for FetchHandle {
-    type Output = Result<PathBuf, NodeError>;
+    type Output = Result<Fetched, NodeError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.result)

@@ -3,13 +3,15 @@
 //! the end.
 //!
 //! The task goes: wait for the transfer before it on the same key (if that
-//! one is still committing) -> wait for a slot -> attempts, each with a
-//! fresh client from the node, until one ends other than by suspension ->
+//! one is still committing) -> attempts, each with a fresh client from the
+//! node and a transfer slot while it moves bytes, until one ends other than
+//! by suspension ->
 //! answer subscribers (exporting for those who asked) -> discard the
 //! partial if a leaving subscriber asked to clear it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use p2pmodel_protocol::{Hash, Manifest};
@@ -21,7 +23,7 @@ use url::Url;
 use super::request::{FetchHandle, FetchRequest, Target, TransferKey};
 use super::{LifecycleState, Node, NodeError, RequestId};
 use crate::error::FetchError;
-use crate::fetch::{Fetcher, sibling};
+use crate::fetch::{Fetched, Fetcher, sibling};
 use crate::progress::{Phase, Progress, ProgressTracker, SourceProgress};
 
 /// A running or stopping transfer, as the node's table holds it.
@@ -39,7 +41,7 @@ pub(crate) struct Transfer {
 
 /// One caller waiting on a transfer.
 pub(crate) struct Subscriber {
-    pub(crate) reply: oneshot::Sender<Result<PathBuf, NodeError>>,
+    pub(crate) reply: oneshot::Sender<Result<Fetched, NodeError>>,
     pub(crate) output: Option<PathBuf>,
 }
 
@@ -82,11 +84,6 @@ async fn drive(
     progress: &ProgressTracker,
     stop: &CancellationToken,
 ) -> Result<Done, FetchError> {
-    progress.set_phase(Phase::Queued);
-    let _slot = tokio::select! {
-        permit = node.shared.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        () = stop.cancelled() => return Err(FetchError::Cancelled),
-    };
     loop {
         let Some((fetcher, _running)) = node.wait_active(stop).await else {
             return Err(FetchError::Cancelled);
@@ -136,6 +133,9 @@ async fn fetch(
     progress: &ProgressTracker,
     cancel: CancellationToken,
 ) -> Result<Done, FetchError> {
+    // A slot is held while this transfer moves bytes itself; a model
+    // waiting on its files' transfers holds none (they need the slots).
+    let slot = node.slot(progress, &cancel).await?;
     match &spec.target {
         Target::Url { url, sha256 } => fetcher
             .fetch_url(url, *sha256, progress, cancel)
@@ -153,6 +153,7 @@ async fn fetch(
                     Ok(Done::Blob(*hash))
                 }
                 Ok(manifest) => {
+                    drop(slot);
                     fetch_model_files(node, spec, &manifest, progress, cancel).await?;
                     Ok(Done::Model(*hash))
                 }
@@ -292,6 +293,24 @@ impl Node {
         }
     }
 
+    /// One of the node's transfer slots, showing `Queued` while waiting;
+    /// [`FetchError::Cancelled`] if `cancel` fires first.
+    async fn slot(
+        &self,
+        progress: &ProgressTracker,
+        cancel: &CancellationToken,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, FetchError> {
+        let permits = Arc::clone(&self.shared.permits);
+        if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        progress.set_phase(Phase::Queued);
+        tokio::select! {
+            permit = permits.acquire_owned() => Ok(permit.expect("the semaphore is never closed")),
+            () = cancel.cancelled() => Err(FetchError::Cancelled),
+        }
+    }
+
     /// Resolves when the node stops being active.
     async fn left_active(&self) {
         let mut lifecycle = self.shared.lifecycle.subscribe();
@@ -375,25 +394,35 @@ impl Node {
         }
     }
 
-    /// The path a subscriber gets: its own export, or the store's copy (for
-    /// a model, a folder of hard links under `STORE/models/HASH`).
-    fn deliver(&self, done: &Done, output: Option<&std::path::Path>) -> Result<PathBuf, NodeError> {
+    /// What a subscriber gets: its own export, or the store's copy (for a
+    /// model, a folder of hard links under `STORE/models/HASH`).
+    fn deliver(&self, done: &Done, output: Option<&std::path::Path>) -> Result<Fetched, NodeError> {
         let store = &self.shared.store;
         match done {
-            Done::Blob(hash) => match output {
-                Some(path) => {
-                    store.export(*hash, path)?;
-                    Ok(path.to_path_buf())
-                }
-                None => Ok(store.blob_path(*hash)),
-            },
+            Done::Blob(hash) => {
+                let path = match output {
+                    Some(path) => {
+                        store.export(*hash, path)?;
+                        path.to_path_buf()
+                    }
+                    None => store.blob_path(*hash),
+                };
+                Ok(Fetched::Blob { hash: *hash, path })
+            }
             Done::Model(hash) => {
+                let manifest = store
+                    .manifest(*hash)?
+                    .ok_or(p2pmodel_store::Error::NotFound(*hash))?;
                 let folder = output.map_or_else(
                     || store.root().join("models").join(hash.to_hex()),
                     PathBuf::from,
                 );
                 store.export_model(*hash, &folder)?;
-                Ok(folder)
+                Ok(Fetched::Model {
+                    hash: *hash,
+                    manifest,
+                    path: folder,
+                })
             }
         }
     }
