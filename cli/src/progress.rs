@@ -34,9 +34,9 @@ impl Display {
 
 /// Prints the last snapshot of a fetch that ended (JSON mode only: the bar
 /// has been cleared and quiet stays quiet).
-pub fn finish(display: Display, progress: &Progress, started: Instant) {
+pub fn finish(display: Display, progress: &Progress) {
     if display == Display::Json {
-        print_json_progress(progress, started.elapsed());
+        print_json_progress(progress);
     }
 }
 
@@ -74,13 +74,12 @@ pub async fn show(display: Display, label: String, mut progress: watch::Receiver
             }
         }
         Display::Json => {
-            let started = Instant::now();
             let mut last_print = None::<Instant>;
             loop {
                 let snapshot = progress.borrow_and_update().clone();
                 let due = last_print.is_none_or(|at| at.elapsed() >= Duration::from_millis(200));
                 if due || snapshot.phase == Phase::Complete {
-                    print_json_progress(&snapshot, started.elapsed());
+                    print_json_progress(&snapshot);
                     last_print = Some(Instant::now());
                 }
                 if progress.changed().await.is_err() {
@@ -109,20 +108,14 @@ fn sources_line(progress: &Progress) -> String {
     }
 }
 
-fn print_json_progress(progress: &Progress, elapsed: Duration) {
-    let moved = progress.done.saturating_sub(progress.resumed);
-    let rate = if elapsed.as_secs_f64() > 0.0 {
-        moved as f64 / elapsed.as_secs_f64()
-    } else {
-        0.0
-    };
+fn print_json_progress(progress: &Progress) {
     let line = serde_json::json!({
         "event": "progress",
         "phase": progress.phase,
         "done": progress.done,
         "total": progress.total,
         "resumed": progress.resumed,
-        "bytes_per_second": rate.round() as u64,
+        "bytes_per_second": progress.bytes_per_second,
         "sources": progress.sources,
     });
     let mut stdout = std::io::stdout().lock();

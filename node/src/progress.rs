@@ -1,7 +1,9 @@
 //! [`Progress`]: what a running fetch reports, and the tracker that the
 //! sources of one fetch update together.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -46,6 +48,8 @@ pub struct Progress {
     pub total: u64,
     /// Bytes present when the fetch started (resumed work).
     pub resumed: u64,
+    /// Verified bytes per second over the last few seconds.
+    pub bytes_per_second: u64,
     /// Bytes per source in this fetch.
     pub sources: Vec<SourceProgress>,
 }
@@ -57,6 +61,7 @@ impl Default for Progress {
             done: 0,
             total: 0,
             resumed: 0,
+            bytes_per_second: 0,
             sources: Vec::new(),
         }
     }
@@ -67,6 +72,35 @@ impl Default for Progress {
 #[derive(Debug, Clone)]
 pub struct ProgressTracker {
     sender: Arc<watch::Sender<Progress>>,
+    rate: Arc<Mutex<RateWindow>>,
+}
+
+/// How far back the rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(3);
+
+/// Samples of (time, bytes received so far) over the last [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+struct RateWindow {
+    received: u64,
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RateWindow {
+    /// Records `bytes` more, received at `now`; returns the rate over the window.
+    fn add(&mut self, bytes: u64, now: Instant) -> u64 {
+        self.received += bytes;
+        self.samples.push_back((now, self.received));
+        while self.samples.len() > 2 && self.samples[1].0 + RATE_WINDOW < now {
+            self.samples.pop_front();
+        }
+        let (first_at, first) = self.samples[0];
+        let span = now.duration_since(first_at).as_secs_f64();
+        if span < 0.1 {
+            0
+        } else {
+            ((self.received - first) as f64 / span) as u64
+        }
+    }
 }
 
 impl Default for ProgressTracker {
@@ -80,6 +114,7 @@ impl ProgressTracker {
     pub fn new() -> Self {
         Self {
             sender: Arc::new(watch::channel(Progress::default()).0),
+            rate: Arc::default(),
         }
     }
 
@@ -121,8 +156,14 @@ impl ProgressTracker {
 
     /// Records `bytes` new verified bytes from `source`.
     pub fn received(&self, source: &str, bytes: u64) {
+        let rate = self
+            .rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add(bytes, Instant::now());
         self.sender.send_modify(|p| {
             p.done += bytes;
+            p.bytes_per_second = rate;
             match p.sources.iter_mut().find(|s| s.source == source) {
                 Some(entry) => entry.bytes += bytes,
                 None => p.sources.push(SourceProgress {
@@ -147,5 +188,25 @@ impl ProgressTracker {
             p.phase = phase;
             changed
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_covers_the_last_few_seconds_only() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut window = RateWindow::default();
+        assert_eq!(window.add(1_000, at(0)), 0, "no rate from a single sample");
+        assert_eq!(window.add(1_000, at(500)), 2_000);
+        // Ten seconds later at 100 bytes/s: the fast start has left the window.
+        let mut rate = 0;
+        for second in 1..=10 {
+            rate = window.add(100, at(500 + second * 1_000));
+        }
+        assert_eq!(rate, 100);
     }
 }

@@ -32,7 +32,6 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
         .with_context(|| format!("opening the store at {}", store_dir.display()))?;
     let mut handle = node.fetch(request)?;
     let progress = handle.progress();
-    let started = std::time::Instant::now();
     let shown = tokio::spawn(progress::show(display, label, progress.clone()));
     let result = tokio::select! {
         result = &mut handle => result,
@@ -46,7 +45,7 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
     shown.abort();
     let _ = shown.await;
     let snapshot = progress.borrow().clone();
-    progress::finish(display, &snapshot, started);
+    progress::finish(display, &snapshot);
     let fetched = match result {
         Ok(fetched) => fetched,
         Err(NodeError::Cancelled) => {

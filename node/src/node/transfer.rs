@@ -230,12 +230,16 @@ fn sum(manifest: &Progress, files: &[watch::Receiver<Progress>], total: u64) -> 
         done: manifest.done,
         total: manifest.total + total,
         resumed: manifest.resumed,
+        bytes_per_second: 0,
         sources: manifest.sources.clone(),
     };
     for file in files {
         let file = file.borrow();
         progress.done += file.done;
         progress.resumed += file.resumed;
+        if file.phase != Phase::Complete {
+            progress.bytes_per_second += file.bytes_per_second;
+        }
         for source in &file.sources {
             match progress
                 .sources
