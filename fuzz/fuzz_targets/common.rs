@@ -6,7 +6,9 @@ use p2pmodel_protocol::{CHUNK_SIZE, Outboard};
 pub const SIZE: u64 = 5 * CHUNK_SIZE + CHUNK_SIZE / 2;
 
 pub fn blob() -> Vec<u8> {
-    (0..SIZE).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect()
+    (0..SIZE)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+        .collect()
 }
 
 pub fn outboard(blob: &[u8]) -> Outboard {

@@ -13,6 +13,8 @@ fuzz_target!(|bytes: Vec<u8>| {
     let real = common::outboard(&blob);
     if let Ok(accepted) = Outboard::from_untrusted(real.hash(), common::SIZE, bytes.clone()) {
         assert_eq!(accepted.as_bytes(), real.as_bytes());
-        accepted.verify_chunks(0, &blob).expect("the real bytes verify");
+        accepted
+            .verify_chunks(0, &blob)
+            .expect("the real bytes verify");
     }
 });

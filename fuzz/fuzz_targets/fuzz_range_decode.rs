@@ -6,8 +6,8 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use p2pmodel_protocol::decode_chunks;
 use p2pmodel_protocol::chunks::chunk_count;
+use p2pmodel_protocol::decode_chunks;
 
 fuzz_target!(|input: (u8, u8, &[u8])| {
     let (a, b, encoded) = input;
@@ -18,7 +18,11 @@ fuzz_target!(|input: (u8, u8, &[u8])| {
     let end = start + 1 + u64::from(b) % (chunks - start);
     let _ = decode_chunks(hash, common::SIZE, start..end, encoded, |offset, bytes| {
         let offset = offset as usize;
-        assert_eq!(&blob[offset..offset + bytes.len()], &bytes[..], "unverified bytes were handed out");
+        assert_eq!(
+            &blob[offset..offset + bytes.len()],
+            &bytes[..],
+            "unverified bytes were handed out"
+        );
         Ok(())
     });
 });
