@@ -8,6 +8,8 @@
 //!   checked on arrival ([`Outboard::verify_chunks`]), or sent with its
 //!   proof ([`Outboard::encode_chunks`], [`decode_chunks`]).
 //! - [`Manifest`] lists the files of a model; its hash names the model.
+//! - [`wire`] is the chunk exchange between peers: requests, responses and
+//!   their bounded framing.
 //!
 //! ```
 //! use p2pmodel_protocol::{Hash, Outboard};
@@ -24,6 +26,7 @@ pub mod chunks;
 mod hash;
 pub mod manifest;
 pub mod verified;
+pub mod wire;
 
 pub use chunks::{CHUNK_SIZE, ChunkBitmap};
 pub use hash::{Hash, ParseHashError, Sha256};

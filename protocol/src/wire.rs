@@ -1,0 +1,430 @@
+//! The chunk exchange between peers: what a getter asks a provider and
+//! what the provider answers, and how each message is framed.
+//!
+//! Participants: a *getter* wants chunks of a blob; a *provider* holds
+//! verified chunks (of complete blobs or of blobs it is still fetching).
+//! Each request runs on its own stream: the getter writes one
+//! [`Request`] frame, the provider answers with one [`Response`] frame and
+//! closes. Goals: every length is bounded before anything is allocated,
+//! every byte of data arrives with its proof (see [`crate::verified`]), and
+//! a provider can refuse politely. Non-goals: discovery and choosing peers
+//! (the swarm's), and transport encryption (the transport's).
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of a
+//! postcard-encoded message whose first field is [`WIRE_VERSION`].
+//! Decoding refuses a length over [`MAX_FRAME`] before reading the body,
+//! and checks every message against the limits below.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Hash;
+use crate::chunks::{CHUNK_SIZE, chunk_count};
+
+/// Version written in every frame.
+pub const WIRE_VERSION: u16 = 1;
+/// Most chunks one `Get` may ask for (4 MiB of data).
+pub const MAX_CHUNKS_PER_GET: u64 = 256;
+/// Most bytes of outboard one `GetOutboard` may ask for.
+pub const MAX_OUTBOARD_PER_GET: u64 = 4 << 20;
+/// Largest frame body: a full `Get` answer (data plus its proof) and slack.
+pub const MAX_FRAME: usize = (MAX_CHUNKS_PER_GET * CHUNK_SIZE) as usize + (64 << 10);
+/// Largest blob a peer may describe (1 PiB): keeps bitmap sizes bounded.
+pub const MAX_BLOB_SIZE: u64 = 1 << 50;
+
+/// What a getter asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Which chunks of `hash` do you hold?
+    Have {
+        /// The blob.
+        hash: Hash,
+    },
+    /// Send chunks `start..end` of `hash` with their proof.
+    Get {
+        /// The blob.
+        hash: Hash,
+        /// First chunk.
+        start: u64,
+        /// One past the last chunk; at most [`MAX_CHUNKS_PER_GET`] after `start`.
+        end: u64,
+    },
+    /// Send bytes `offset..offset + len` of the outboard of `hash`.
+    GetOutboard {
+        /// The blob.
+        hash: Hash,
+        /// First byte of the outboard.
+        offset: u64,
+        /// Bytes wanted; at most [`MAX_OUTBOARD_PER_GET`].
+        len: u64,
+    },
+}
+
+/// What a provider answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The chunks held, as a [`crate::ChunkBitmap`] in its byte form.
+    Have {
+        /// Size of the blob.
+        size: u64,
+        /// One bit per chunk.
+        bitmap: Vec<u8>,
+    },
+    /// The chunks asked for, bao-encoded with their proof (decode with
+    /// [`crate::decode_chunks`]).
+    Data {
+        /// Size of the blob (the tree's shape depends on it).
+        size: u64,
+        /// Parents and chunk bytes in pre-order.
+        encoded: Vec<u8>,
+    },
+    /// Outboard bytes (check the whole outboard with
+    /// [`crate::Outboard::from_untrusted`] once assembled).
+    Outboard {
+        /// Size of the blob.
+        size: u64,
+        /// The bytes asked for.
+        bytes: Vec<u8>,
+    },
+    /// The provider will not answer this request.
+    Refused(Refusal),
+}
+
+/// Why a provider refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// It does not hold the blob, or not those chunks.
+    NotFound,
+    /// Too many requests now; ask again later or elsewhere.
+    Busy,
+    /// The request is past a limit or malformed.
+    Invalid,
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The length prefix is over [`MAX_FRAME`].
+    #[error("frame of {0} bytes is over the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    /// A version this build does not speak.
+    #[error("wire version {0} is not supported (this build speaks {WIRE_VERSION})")]
+    Version(u16),
+    /// The body is not a message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The message breaks a limit or makes no sense.
+    #[error("invalid message: {0}")]
+    Invalid(&'static str),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Framed<T> {
+    version: u16,
+    message: T,
+}
+
+/// A message that can be framed: requests and responses.
+pub trait Message: Serialize + for<'de> Deserialize<'de> + Sized {
+    /// Checks the limits that decoding alone cannot.
+    ///
+    /// # Errors
+    /// [`WireError::Invalid`] naming the broken limit.
+    fn check(&self) -> Result<(), WireError>;
+}
+
+impl Message for Request {
+    fn check(&self) -> Result<(), WireError> {
+        match *self {
+            Request::Have { .. } => Ok(()),
+            Request::Get { start, end, .. } => {
+                if start >= end {
+                    return Err(WireError::Invalid("an empty chunk range"));
+                }
+                if end - start > MAX_CHUNKS_PER_GET {
+                    return Err(WireError::Invalid(
+                        "more chunks than one request may ask for",
+                    ));
+                }
+                if end > chunk_count(MAX_BLOB_SIZE) {
+                    return Err(WireError::Invalid("chunks past the largest blob"));
+                }
+                Ok(())
+            }
+            Request::GetOutboard { len, offset, .. } => {
+                if len == 0 || len > MAX_OUTBOARD_PER_GET || offset.checked_add(len).is_none() {
+                    return Err(WireError::Invalid(
+                        "an outboard range that is empty or too long",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Message for Response {
+    fn check(&self) -> Result<(), WireError> {
+        let size_ok = |size: u64| {
+            if size <= MAX_BLOB_SIZE {
+                Ok(())
+            } else {
+                Err(WireError::Invalid("a blob larger than 1 PiB"))
+            }
+        };
+        match self {
+            Response::Have { size, bitmap } => {
+                size_ok(*size)?;
+                if bitmap.len() as u64 != chunk_count(*size).div_ceil(8) {
+                    return Err(WireError::Invalid(
+                        "a bitmap whose length does not fit the size",
+                    ));
+                }
+                Ok(())
+            }
+            Response::Data { size, .. } | Response::Outboard { size, .. } => size_ok(*size),
+            Response::Refused(_) => Ok(()),
+        }
+    }
+}
+
+impl Request {
+    /// The chunk range of a `Get`.
+    pub fn chunks(&self) -> Option<Range<u64>> {
+        match *self {
+            Request::Get { start, end, .. } => Some(start..end),
+            _ => None,
+        }
+    }
+}
+
+/// Frames a message: 4-byte big-endian length, then the versioned body.
+///
+/// # Panics
+/// If the body would exceed [`MAX_FRAME`] (a sender bug: limits are
+/// checked before anything is encoded).
+pub fn encode_frame<M: Message>(message: &M) -> Vec<u8> {
+    let body = postcard::to_stdvec(&Framed {
+        version: WIRE_VERSION,
+        message,
+    })
+    .expect("encoding to memory cannot fail");
+    assert!(
+        body.len() <= MAX_FRAME,
+        "a frame of {} bytes exceeds the limit",
+        body.len()
+    );
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(
+        &u32::try_from(body.len())
+            .expect("bounded by MAX_FRAME")
+            .to_be_bytes(),
+    );
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// Reads the length prefix of a frame: `Ok(None)` until 4 bytes are there.
+///
+/// # Errors
+/// [`WireError::TooLarge`] before any body is read.
+pub fn frame_len(buffer: &[u8]) -> Result<Option<usize>, WireError> {
+    let Some(prefix) = buffer.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(prefix.try_into().expect("four bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    Ok(Some(len))
+}
+
+/// Decodes one frame from the front of `buffer`: `Ok(None)` while it is
+/// incomplete, else the message and the bytes it used.
+///
+/// # Errors
+/// Any [`WireError`]; the stream should then be dropped.
+pub fn decode_frame<M: Message>(buffer: &[u8]) -> Result<Option<(M, usize)>, WireError> {
+    let Some(len) = frame_len(buffer)? else {
+        return Ok(None);
+    };
+    let Some(body) = buffer.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let version: u16 = postcard::take_from_bytes(body)
+        .map_err(|e| WireError::Malformed(e.to_string()))?
+        .0;
+    if version != WIRE_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let (framed, rest): (Framed<M>, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(format!(
+            "{} bytes after the message",
+            rest.len()
+        )));
+    }
+    framed.message.check()?;
+    Ok(Some((framed.message, 4 + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The bytes of a `Get` for chunks 2..5 of the hash of "p2pmodel",
+    /// field by field.
+    #[test]
+    fn get_request_wire_format() {
+        let hash = Hash::of(b"p2pmodel");
+        let frame = encode_frame(&Request::Get {
+            hash,
+            start: 2,
+            end: 5,
+        });
+        let mut expected = vec![0, 0, 0, 36]; // body length, big-endian
+        expected.push(1); // version 1 (varint)
+        expected.push(1); // Request::Get is variant 1
+        expected.extend_from_slice(hash.as_bytes()); // the hash, 32 raw bytes
+        expected.push(2); // start (varint)
+        expected.push(5); // end (varint)
+        assert_eq!(frame, expected);
+    }
+
+    #[test]
+    fn refusal_wire_format() {
+        let frame = encode_frame(&Response::Refused(Refusal::Busy));
+        // length 3; version 1; Response::Refused = variant 3; Refusal::Busy = 1
+        assert_eq!(frame, [0, 0, 0, 3, 1, 3, 1]);
+    }
+
+    #[test]
+    fn incomplete_frames_wait_for_more() {
+        let frame = encode_frame(&Request::Have {
+            hash: Hash::of(b"x"),
+        });
+        for cut in 0..frame.len() {
+            assert_eq!(
+                decode_frame::<Request>(&frame[..cut]),
+                Ok(None),
+                "cut at {cut}"
+            );
+        }
+        let mut two = frame.clone();
+        two.extend_from_slice(&frame);
+        let (_, used) = decode_frame::<Request>(&two).unwrap().unwrap();
+        assert_eq!(used, frame.len());
+    }
+
+    #[test]
+    fn limits_are_enforced_before_and_after_decoding() {
+        let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert_eq!(
+            decode_frame::<Request>(&huge),
+            Err(WireError::TooLarge(MAX_FRAME + 1))
+        );
+        let hash = Hash::of(b"x");
+        let too_many = Request::Get {
+            hash,
+            start: 0,
+            end: MAX_CHUNKS_PER_GET + 1,
+        };
+        let body = postcard::to_stdvec(&Framed {
+            version: WIRE_VERSION,
+            message: &too_many,
+        })
+        .unwrap();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        assert!(matches!(
+            decode_frame::<Request>(&frame),
+            Err(WireError::Invalid(_))
+        ));
+        let empty = Request::Get {
+            hash,
+            start: 3,
+            end: 3,
+        };
+        assert!(empty.check().is_err());
+        let bad_bitmap = Response::Have {
+            size: 10 * CHUNK_SIZE,
+            bitmap: vec![0],
+        };
+        assert!(bad_bitmap.check().is_err());
+    }
+
+    #[test]
+    fn other_versions_are_refused() {
+        let body = postcard::to_stdvec(&Framed {
+            version: 2,
+            message: Request::Have {
+                hash: Hash::of(b"x"),
+            },
+        })
+        .unwrap();
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        assert_eq!(decode_frame::<Request>(&frame), Err(WireError::Version(2)));
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        let hash = any::<[u8; 32]>().prop_map(Hash::from_bytes);
+        prop_oneof![
+            hash.clone().prop_map(|hash| Request::Have { hash }),
+            (hash.clone(), 0u64..1 << 30, 1u64..=MAX_CHUNKS_PER_GET).prop_map(
+                |(hash, start, n)| Request::Get {
+                    hash,
+                    start,
+                    end: start + n
+                }
+            ),
+            (hash, any::<u32>(), 1u64..=MAX_OUTBOARD_PER_GET).prop_map(|(hash, offset, len)| {
+                Request::GetOutboard {
+                    hash,
+                    offset: u64::from(offset),
+                    len,
+                }
+            }),
+        ]
+    }
+
+    fn arb_response() -> impl Strategy<Value = Response> {
+        prop_oneof![
+            (0u64..1 << 24).prop_map(|size| Response::Have {
+                size,
+                bitmap: vec![0xaa; chunk_count(size).div_ceil(8) as usize]
+            }),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..256)).prop_map(
+                |(size, encoded)| Response::Data {
+                    size: size % MAX_BLOB_SIZE,
+                    encoded
+                }
+            ),
+            Just(Response::Refused(Refusal::NotFound)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(request in arb_request()) {
+            let frame = encode_frame(&request);
+            prop_assert_eq!(decode_frame::<Request>(&frame).unwrap(), Some((request, frame.len())));
+        }
+
+        #[test]
+        fn responses_round_trip(response in arb_response()) {
+            let frame = encode_frame(&response);
+            prop_assert_eq!(decode_frame::<Response>(&frame).unwrap(), Some((response, frame.len())));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = decode_frame::<Request>(&bytes);
+            let _ = decode_frame::<Response>(&bytes);
+        }
+    }
+}
