@@ -184,9 +184,18 @@ impl Fetcher {
         if mirrors.is_empty() {
             return Err(FetchError::NoSource(hash));
         }
+        // A known outboard fixes the size: mirrors that disagree are left
+        // out, and never shrink or reset a verified partial.
+        let size = match self.store.outboard(hash)? {
+            Some(outboard) => Some(outboard.size()),
+            None => size,
+        };
         for _ in 0..MAX_RESTARTS {
             let (sources, size) = self.probe_all(mirrors, size, &cancel).await?;
-            let outboard = self.find_outboard(hash, size, &sources).await?;
+            let outboard = tokio::select! {
+                outboard = self.find_outboard(hash, size, &sources) => outboard?,
+                () = cancel.cancelled() => return Err(FetchError::Cancelled),
+            };
             let (mode, sources) = match &outboard {
                 Some(_) => (PartialMode::Verified, sources),
                 None => self.unverified_source(hash, sources)?,

@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::time::Duration;
 
 use p2pmodel_protocol::chunks::chunk_count;
+use p2pmodel_protocol::verified::outboard_size;
 use p2pmodel_protocol::{ChunkBitmap, Hash, Outboard};
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -83,10 +84,22 @@ impl Store {
             Err(error) => return Err(Error::io("opening blob", &data_path)(error)),
         };
         let obao_path = self.blob_outboard_path(hash);
-        let valid = match File::open(&obao_path) {
-            Ok(obao) => Outboard::trusted(hash, record.size, obao).valid_chunks(&data)?,
-            Err(_) => {
-                // Without its outboard a blob can still be checked whole.
+        let checked = File::open(&obao_path)
+            .ok()
+            .filter(|obao| {
+                obao.metadata()
+                    .is_ok_and(|m| m.len() == outboard_size(record.size))
+            })
+            .and_then(|obao| {
+                Outboard::trusted(hash, record.size, obao)
+                    .valid_chunks(&data)
+                    .ok()
+            });
+        let valid = match checked {
+            Some(valid) => valid,
+            None => {
+                // Without a usable outboard a blob can still be checked
+                // whole, and its outboard rebuilt.
                 let computed = Outboard::compute(std::io::BufReader::new(&data), record.size)
                     .map_err(Error::io("hashing blob", &data_path))?;
                 if computed.hash() == hash {
@@ -173,6 +186,14 @@ impl Store {
         };
         let data_path = self.partial_path(&id, "data");
         let chunks = chunk_count(record.size);
+        if obao
+            .metadata()
+            .map_or(true, |m| m.len() != outboard_size(record.size))
+        {
+            // A torn outboard cannot vouch for anything.
+            report.partials_unverifiable += 1;
+            return Ok(());
+        }
         let valid = match File::open(&data_path) {
             Ok(data) => Outboard::trusted(Hash::from_bytes(expected), record.size, obao)
                 .valid_chunks(&data)?,

@@ -82,6 +82,9 @@ struct State {
     present: ChunkBitmap,
     uncommitted_bytes: u64,
     last_commit: Instant,
+    /// A sync failed: the kernel may have dropped written pages, so no
+    /// later commit may claim them. Reopening starts from the last commit.
+    sync_failed: bool,
 }
 
 impl Store {
@@ -115,16 +118,27 @@ impl Store {
         let id = key.id();
         let path = self.partial_path(&id, "data");
         let existing = self.partial_record(&id)?;
-        let keep = existing
-            .as_ref()
-            .is_some_and(|record| record.size == size && record.mode == mode);
+        // The recorded chunks hold only if their bytes are still there and
+        // still the same content: same size, same mode, an unverified source
+        // that names its version (no validator: no way to tell a change),
+        // and a data file at least as long as the blob.
+        let file_len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let versioned = match &mode {
+            PartialMode::Verified => true,
+            PartialMode::Unverified { validator, .. } => validator.is_some(),
+        };
+        let keep = versioned
+            && file_len >= size
+            && existing
+                .as_ref()
+                .is_some_and(|record| record.size == size && record.mode == mode);
         let chunks = chunk_count(size);
         let present = if keep {
             self.stored_bitmap(&id, chunks)?
                 .unwrap_or_else(|| ChunkBitmap::new(chunks))
         } else {
             if existing.is_some() {
-                tracing::info!(key = %Hash::from_bytes(id), "discarding a partial download that no longer matches its source");
+                tracing::info!(key = %Hash::from_bytes(id), "starting over: the partial download no longer matches its source");
             }
             ChunkBitmap::new(chunks)
         };
@@ -163,6 +177,7 @@ impl Store {
                 present,
                 uncommitted_bytes: 0,
                 last_commit: Instant::now(),
+                sync_failed: false,
             }),
             commit_lock: Mutex::new(()),
         })
@@ -335,31 +350,47 @@ impl Partial {
             .commit_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let snapshot = {
+        let (snapshot, uncommitted) = {
             let mut state = self.lock();
+            if state.sync_failed {
+                let poisoned = std::io::Error::other(
+                    "an earlier sync of this file failed; reopen the download",
+                );
+                return Err(Error::io("syncing partial file", &self.path)(poisoned));
+            }
             if state.uncommitted_bytes == 0 {
                 return Ok(());
             }
-            state.uncommitted_bytes = 0;
+            let uncommitted = std::mem::take(&mut state.uncommitted_bytes);
             state.last_commit = Instant::now();
-            state.present.clone()
+            (state.present.clone(), uncommitted)
         };
-        self.file
-            .sync_data()
-            .map_err(Error::io("syncing partial file", &self.path))?;
+        if let Err(error) = self.file.sync_data() {
+            let mut state = self.lock();
+            state.sync_failed = true;
+            state.uncommitted_bytes += uncommitted;
+            return Err(Error::io("syncing partial file", &self.path)(error));
+        }
         let record = PartialRecord {
             size: self.size,
             expected: self.key.expected(),
             mode: self.mode.clone(),
             touched_at: tables::now(),
         };
-        let txn = self.store.db().begin_write()?;
-        txn.open_table(tables::PARTIALS)?
-            .insert(&self.id, &tables::encode(&record)[..])?;
-        txn.open_table(tables::BITMAPS)?
-            .insert(&self.id, snapshot.as_bytes())?;
-        txn.commit()?;
-        Ok(())
+        let persisted = (|| -> Result<()> {
+            let txn = self.store.db().begin_write()?;
+            txn.open_table(tables::PARTIALS)?
+                .insert(&self.id, &tables::encode(&record)[..])?;
+            txn.open_table(tables::BITMAPS)?
+                .insert(&self.id, snapshot.as_bytes())?;
+            txn.commit()?;
+            Ok(())
+        })();
+        if persisted.is_err() {
+            // Still uncommitted: the next commit tries again.
+            self.lock().uncommitted_bytes += uncommitted;
+        }
+        persisted
     }
 
     /// Forgets every recorded chunk (the source's content changed under an
@@ -427,7 +458,7 @@ impl Partial {
             };
         if let Some(expected) = self.key.expected().map(Hash::from_bytes) {
             if actual != expected {
-                let _ = self.reset();
+                self.forget_bad_chunks(expected)?;
                 return Err(Error::HashMismatch { expected, actual });
             }
         }
@@ -439,6 +470,29 @@ impl Partial {
         self.store
             .publish(actual, self.size, &self.path, &outboard_path, Some(self.id))?;
         Ok(actual)
+    }
+
+    /// After a failed whole-blob hash: a verified partial keeps exactly the
+    /// chunks that still match its outboard (bytes that rotted on disk are
+    /// dropped); an unverified one can trust none and starts over.
+    fn forget_bad_chunks(&self, expected: Hash) -> Result<()> {
+        let obao = self.store.partial_path(&self.id, "obao");
+        let outboard = match (&self.mode, File::open(&obao)) {
+            (PartialMode::Verified, Ok(obao)) => Outboard::trusted(expected, self.size, obao),
+            _ => return self.reset(),
+        };
+        let valid = outboard.valid_chunks(&self.file)?;
+        tracing::warn!(hash = %expected, bad = valid.len() - valid.count(), "dropping chunks whose bytes changed on disk");
+        let _serial = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.lock().present = valid.clone();
+        let txn = self.store.db().begin_write()?;
+        txn.open_table(tables::BITMAPS)?
+            .insert(&self.id, valid.as_bytes())?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Deletes the partial: its records and its files.

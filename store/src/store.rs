@@ -271,11 +271,13 @@ impl Store {
         outboard: &Path,
         partial_key: Option<[u8; 32]>,
     ) -> Result<()> {
+        // Data first: until the commit, a crash leaves the partial record
+        // pointing at a blob in `blobs/`, which `open` finishes publishing.
+        let target = self.blob_path(hash);
+        fs::rename(data, &target).map_err(Error::io("publishing blob", &target))?;
+        set_read_only(&target)?;
         let obao = self.blob_outboard_path(hash);
         fs::rename(outboard, &obao).map_err(Error::io("publishing outboard", &obao))?;
-        let target = self.blob_path(hash);
-        set_read_only(data)?;
-        fs::rename(data, &target).map_err(Error::io("publishing blob", &target))?;
         sync_dir(&self.root().join("blobs"))?;
         let txn = self.db().begin_write()?;
         {
@@ -297,7 +299,9 @@ impl Store {
     }
 
     /// Publishes partials whose data already sits in `blobs/` (a crash came
-    /// between the rename and the commit in [`Store::publish`]).
+    /// between the rename and the commit in [`Store::publish`]). The data
+    /// was renamed only after its hash matched; its outboard is moved
+    /// beside it, or rebuilt (and checked) if it never got there.
     fn recover_interrupted_publishes(&self) -> Result<()> {
         let stranded: Vec<([u8; 32], PartialRecord)> = {
             let txn = self.db().begin_read()?;
@@ -309,10 +313,7 @@ impl Store {
                 let key = *key.value();
                 let data_gone = !self.partial_path(&key, "data").exists();
                 if let Some(expected) = record.expected.filter(|_| data_gone) {
-                    let published = self.blob_path(Hash::from_bytes(expected));
-                    if published.exists()
-                        && self.blob_outboard_path(Hash::from_bytes(expected)).exists()
-                    {
+                    if self.blob_path(Hash::from_bytes(expected)).exists() {
                         found.push((key, record));
                     }
                 }
@@ -322,6 +323,22 @@ impl Store {
         for (key, record) in stranded {
             let hash = Hash::from_bytes(record.expected.expect("filtered above"));
             tracing::info!(%hash, "completing a publish interrupted by a crash");
+            let obao = self.blob_outboard_path(hash);
+            if !obao.exists() {
+                let partial_obao = self.partial_path(&key, "obao");
+                if fs::rename(&partial_obao, &obao).is_err() {
+                    let blob = self.blob_path(hash);
+                    let file = File::open(&blob).map_err(Error::io("reading blob", &blob))?;
+                    let outboard = Outboard::compute(io::BufReader::new(file), record.size)
+                        .map_err(Error::io("hashing blob", &blob))?;
+                    if outboard.hash() != hash {
+                        // Cannot happen unless the disk lost data: forget it.
+                        remove_if_exists(&blob)?;
+                        continue;
+                    }
+                    write_synced(&obao, outboard.as_bytes())?;
+                }
+            }
             let txn = self.db().begin_write()?;
             {
                 let blob = BlobRecord {

@@ -11,10 +11,15 @@
 use std::time::Duration;
 
 use p2pmodel_protocol::verified::outboard_size;
+use p2pmodel_protocol::wire::MAX_BLOB_SIZE;
 use p2pmodel_protocol::{Hash, Outboard};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Response, StatusCode};
 use url::Url;
+
+/// Largest sidecar outboard read into memory (256 MiB: the tree of a
+/// 64 GiB blob). Larger blobs are verified whole at the end instead.
+const MAX_SIDECAR: u64 = 256 << 20;
 
 /// Timeouts and retry limits for talking to mirrors.
 #[derive(Debug, Clone)]
@@ -208,6 +213,20 @@ impl MirrorClient {
     /// # Errors
     /// A [`MirrorError`]; a missing size is [`MirrorError::BadResponse`].
     pub async fn probe(&self, url: &Url) -> Result<Probe, MirrorError> {
+        let probe = self.probe_unchecked(url).await?;
+        if probe.size > MAX_BLOB_SIZE {
+            return Err(MirrorError::BadResponse {
+                url: url.clone(),
+                detail: format!(
+                    "claims a size of {} bytes, over the 1 PiB limit",
+                    probe.size
+                ),
+            });
+        }
+        Ok(probe)
+    }
+
+    async fn probe_unchecked(&self, url: &Url) -> Result<Probe, MirrorError> {
         let response = self
             .http
             .get(url.clone())
@@ -345,6 +364,10 @@ impl MirrorClient {
     pub async fn sidecar_outboard(&self, url: &Url, hash: Hash, size: u64) -> Option<Outboard> {
         let sidecar = Url::parse(&format!("{url}.obao")).ok()?;
         let expected = outboard_size(size);
+        if expected > MAX_SIDECAR {
+            tracing::debug!(%sidecar, "outboard too large to hold in memory; verifying the whole blob at the end");
+            return None;
+        }
         let response = self
             .http
             .get(sidecar.clone())
@@ -357,10 +380,10 @@ impl MirrorClient {
         {
             return None;
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(expected).ok()?);
+        let mut bytes = Vec::new();
         let mut body = response;
         while let Some(piece) = body.chunk().await.ok()? {
-            if bytes.len() + piece.len() > bytes.capacity() {
+            if (bytes.len() + piece.len()) as u64 > expected {
                 tracing::debug!(%sidecar, "sidecar outboard is longer than the blob's tree");
                 return None;
             }

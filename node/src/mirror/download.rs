@@ -293,7 +293,9 @@ impl Download {
             let backoff = {
                 let mut work = shared.lock();
                 work.in_flight -= 1;
-                work.mirrors[mirror].streaming_whole = false;
+                if !requeue {
+                    work.mirrors[mirror].streaming_whole = false;
+                }
                 match result {
                     Ok(()) => {
                         work.mirrors[mirror].failures = 0;
@@ -312,6 +314,10 @@ impl Download {
                             work.queue.push_front(range);
                         }
                         self.failed(mirror, &mut work, error)
+                    }
+                    Err(Failure::Requeue) => {
+                        work.queue.push_front(range);
+                        None
                     }
                 }
             };
@@ -366,23 +372,28 @@ impl Download {
             {
                 let mut work = shared.lock();
                 let status = &work.mirrors[mirror];
-                if status.dropped.is_some() || (!status.probe.ranges && status.streaming_whole) {
+                if status.dropped.is_some() {
                     return None;
                 }
                 if !status.probe.ranges {
-                    // One sequential stream of the whole file, while any
-                    // chunk is missing.
-                    let missing = self.pop_missing(&mut work.queue)?;
-                    work.queue.push_front(missing);
-                    work.mirrors[mirror].streaming_whole = true;
-                    work.in_flight += 1;
-                    let probe = work.mirrors[mirror].probe.clone();
-                    return Some((0..chunk_count(self.partial.size()), probe));
-                }
-                if let Some(range) = self.pop_missing(&mut work.queue) {
+                    // One sequential stream of the whole file per mirror,
+                    // while any chunk is missing; its other workers retire.
+                    if status.streaming_whole {
+                        return None;
+                    }
+                    if let Some(missing) = self.pop_missing(&mut work.queue) {
+                        work.queue.push_front(missing);
+                        work.mirrors[mirror].streaming_whole = true;
+                        work.in_flight += 1;
+                        let probe = work.mirrors[mirror].probe.clone();
+                        return Some((0..chunk_count(self.partial.size()), probe));
+                    }
+                } else if let Some(range) = self.pop_missing(&mut work.queue) {
                     work.in_flight += 1;
                     return Some((range, work.mirrors[mirror].probe.clone()));
                 }
+                // Nothing to take now; requests in flight elsewhere may
+                // still fail and come back.
                 if work.in_flight == 0 {
                     return None;
                 }
@@ -441,12 +452,25 @@ impl Download {
         };
         match response {
             RangeResponse::Partial(response) => self.stream(url, response, start, end).await,
-            RangeResponse::Whole(response) => {
-                if probe.ranges {
-                    tracing::info!(%url, "server ignores Range; reading the whole file in one stream");
-                    shared.lock().mirrors[mirror].probe.ranges = false;
-                }
+            RangeResponse::Whole(response) if !probe.ranges => {
                 self.stream(url, response, 0, size).await
+            }
+            RangeResponse::Whole(response) => {
+                // The server turned out to ignore Range: one worker reads
+                // the whole file; the others give their requests back.
+                {
+                    let mut work = shared.lock();
+                    let status = &mut work.mirrors[mirror];
+                    status.probe.ranges = false;
+                    if status.streaming_whole {
+                        return Err(Failure::Requeue);
+                    }
+                    status.streaming_whole = true;
+                }
+                tracing::info!(%url, "server ignores Range; reading the whole file in one stream");
+                let result = self.stream(url, response, 0, size).await;
+                shared.lock().mirrors[mirror].streaming_whole = false;
+                result
             }
         }
     }
@@ -493,7 +517,9 @@ impl Download {
                 self.write_batch(url, offset, batch).await?;
                 offset += ready as u64;
             }
-            if offset == end {
+            if offset == end || self.partial.is_complete() {
+                // Done, or other requests filled the rest (a whole-file
+                // stream stops as soon as nothing is missing).
                 return Ok(());
             }
             if finished {
@@ -531,8 +557,10 @@ impl Download {
             .await
             .expect("the write semaphore is never closed");
         let written = tokio::task::spawn_blocking(move || {
-            // Held until the write is done, even if the worker was aborted.
+            // Held until the write is done, even if the worker was aborted;
+            // declared first so that it is released last, after `partial`.
             let _writing = writing;
+            let partial = partial;
             if let Some(outboard) = outboard {
                 outboard
                     .verify_chunks(first_chunk, &batch)
@@ -570,10 +598,13 @@ enum Written {
     Store(p2pmodel_store::Error),
 }
 
-/// How one request failed: the mirror's fault, or the store's.
+/// How one request ended without its bytes: the mirror's fault, the
+/// store's, or a request handed back unharmed (another worker reads the
+/// whole file).
 enum Failure {
     Mirror(MirrorError),
     Store(p2pmodel_store::Error),
+    Requeue,
 }
 
 impl From<MirrorError> for Failure {

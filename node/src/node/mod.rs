@@ -28,7 +28,7 @@ mod transfer;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use p2pmodel_protocol::Hash;
@@ -151,6 +151,7 @@ impl NodeBuilder {
             permits: Arc::new(Semaphore::new(self.max_transfers)),
             resume_check: self.resume_check,
             next_request: AtomicU64::new(1),
+            shut_down: AtomicBool::new(false),
         };
         Ok(Node {
             shared: Arc::new(shared),
@@ -187,6 +188,8 @@ struct Shared {
     permits: Arc<Semaphore>,
     resume_check: Option<ResumeCheck>,
     next_request: AtomicU64,
+    /// Set by `shutdown`: every call fails with `Shutdown` from then on.
+    shut_down: AtomicBool,
 }
 
 struct Tables {
@@ -293,6 +296,9 @@ impl Node {
     /// then suspended again and `resume` may be retried.
     pub async fn resume(&self) -> Result<(), NodeError> {
         let _serial = self.shared.lifecycle_ops.lock().await;
+        if self.shared.shut_down.load(Ordering::SeqCst) {
+            return Err(NodeError::Shutdown);
+        }
         if self.state() == LifecycleState::Active {
             return Ok(());
         }
@@ -314,6 +320,9 @@ impl Node {
     /// Stops every transfer, commits what each verified, and waits for
     /// them. Callers still waiting get [`NodeError::Shutdown`].
     pub async fn shutdown(self) {
+        self.shared.shut_down.store(true, Ordering::SeqCst);
+        // Wakes transfers waiting to become active, so they see the end.
+        self.shared.lifecycle.send_modify(|_| {});
         let done: Vec<watch::Receiver<bool>> = {
             let mut tables = self.tables();
             let running: Vec<Transfer> = tables.transfers.drain().map(|(_, t)| t).collect();
@@ -331,6 +340,9 @@ impl Node {
     }
 
     fn gate(&self) -> Result<(), NodeError> {
+        if self.shared.shut_down.load(Ordering::SeqCst) {
+            return Err(NodeError::Shutdown);
+        }
         match self.state() {
             LifecycleState::Active => Ok(()),
             state => Err(NodeError::Lifecycle(state)),

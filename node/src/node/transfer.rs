@@ -67,15 +67,47 @@ pub(crate) async fn run(
     previous: Option<watch::Receiver<bool>>,
     done: watch::Sender<bool>,
 ) {
+    // Answers the subscribers even if this task panics or is dropped, so
+    // that no caller waits forever and the key is free again.
+    let mut guard = Finish {
+        node: Some(node),
+        generation: spec.generation,
+        done,
+    };
     if let Some(mut previous) = previous {
         let _ = previous.wait_for(|finished| *finished).await;
     }
+    let node = guard.node.clone().expect("set above");
     let outcome = drive(&node, &spec, &progress, &stop).await;
-    node.finish(spec.generation, outcome);
-    // Let go of the store before saying so: after `shutdown` returns, the
-    // store can be opened again.
     drop(node);
-    done.send_replace(true);
+    guard.finish(outcome);
+}
+
+/// Finishes a transfer exactly once: with its outcome, or, if the task
+/// ends without one, with an error for every subscriber.
+struct Finish {
+    node: Option<Node>,
+    generation: u64,
+    done: watch::Sender<bool>,
+}
+
+impl Finish {
+    fn finish(&mut self, outcome: Result<Done, FetchError>) {
+        if let Some(node) = self.node.take() {
+            node.finish(self.generation, outcome);
+            // Let go of the store before saying so: after `shutdown`
+            // returns, the store can be opened again.
+            drop(node);
+            self.done.send_replace(true);
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let lost = FetchError::Sources(vec!["the transfer task ended unexpectedly".into()]);
+        self.finish(Err(lost));
+    }
 }
 
 async fn drive(
@@ -284,6 +316,13 @@ impl Node {
     async fn wait_active(&self, stop: &CancellationToken) -> Option<(Fetcher, AttemptGuard<'_>)> {
         let mut lifecycle = self.shared.lifecycle.subscribe();
         loop {
+            if self
+                .shared
+                .shut_down
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return None;
+            }
             if *lifecycle.borrow_and_update() == LifecycleState::Active {
                 let tables = self.tables();
                 if let Some(fetcher) = tables.fetcher.clone() {
