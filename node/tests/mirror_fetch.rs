@@ -408,3 +408,38 @@ fn sha2_digest(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()
 }
+
+/// A server that answers every request with the same canned bytes.
+async fn canned_server(answer: &'static str) -> Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/f", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_mirror_claiming_an_absurd_size_is_refused_not_obeyed() {
+    let setup = setup();
+    let url = canned_server(
+        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-0/18446744073709551615\r\nContent-Length: 1\r\n\r\nx",
+    )
+    .await;
+    let progress = ProgressTracker::new();
+    let result = setup
+        .fetcher
+        .fetch_url(&url, None, &progress, CancellationToken::new())
+        .await;
+    match result {
+        Err(FetchError::Sources(lines)) => assert!(lines[0].contains("1 PiB"), "{lines:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -404,3 +404,14 @@ async fn a_model_fetch_completes_with_a_single_transfer_slot() {
         assert_eq!(&std::fs::read(fetched.path().join(path)).unwrap(), data);
     }
 }
+
+#[tokio::test]
+async fn calls_after_shutdown_fail_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(&dir).spawn().unwrap();
+    let other = node.clone();
+    node.shutdown().await;
+    let request = FetchRequest::hash(Hash::of(b"anything"));
+    assert!(matches!(other.fetch(request), Err(NodeError::Shutdown)));
+    assert!(matches!(other.resume().await, Err(NodeError::Shutdown)));
+}

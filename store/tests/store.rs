@@ -401,3 +401,133 @@ fn a_store_of_another_schema_version_is_refused() {
         other => panic!("expected a schema error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_partial_whose_data_file_vanished_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = blob(2 * CHUNK_SIZE, 12);
+    let key = PartialKey::Url("http://m/f".into());
+    let mode = PartialMode::Unverified {
+        source: "http://m/f".into(),
+        validator: Some("\"1\"".into()),
+    };
+    let partial = store
+        .open_partial(key.clone(), data.len() as u64, mode.clone())
+        .unwrap();
+    partial.write_chunks(0, &data).unwrap();
+    partial.commit().unwrap();
+    drop(partial);
+    for entry in fs::read_dir(dir.path().join("partial")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let partial = store.open_partial(key, data.len() as u64, mode).unwrap();
+    assert_eq!(
+        partial.present_bytes(),
+        0,
+        "recorded chunks without their bytes are not trusted"
+    );
+}
+
+#[test]
+fn an_unverified_partial_without_a_validator_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = blob(2 * CHUNK_SIZE, 13);
+    let key = PartialKey::Url("http://m/g".into());
+    let mode = PartialMode::Unverified {
+        source: "http://m/g".into(),
+        validator: None,
+    };
+    let partial = store
+        .open_partial(key.clone(), data.len() as u64, mode.clone())
+        .unwrap();
+    partial
+        .write_chunks(0, &data[..CHUNK_SIZE as usize])
+        .unwrap();
+    partial.commit().unwrap();
+    drop(partial);
+    let partial = store.open_partial(key, data.len() as u64, mode).unwrap();
+    assert_eq!(
+        partial.present_bytes(),
+        0,
+        "no validator, no way to know the content is the same"
+    );
+}
+
+#[test]
+fn a_verified_partial_that_fails_its_final_hash_keeps_its_good_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = blob(4 * CHUNK_SIZE, 14);
+    let outboard = Outboard::compute(&data[..], data.len() as u64).unwrap();
+    let hash = outboard.hash();
+    store.put_partial_outboard(&outboard).unwrap();
+    let partial = store
+        .open_partial(
+            PartialKey::Blob(hash),
+            data.len() as u64,
+            PartialMode::Verified,
+        )
+        .unwrap();
+    let mut rotten = data.clone();
+    rotten[(2 * CHUNK_SIZE + 9) as usize] ^= 1;
+    partial.write_chunks(0, &rotten).unwrap();
+    assert!(matches!(partial.finish(), Err(Error::HashMismatch { .. })));
+    let partial = store
+        .open_partial(
+            PartialKey::Blob(hash),
+            data.len() as u64,
+            PartialMode::Verified,
+        )
+        .unwrap();
+    assert_eq!(
+        partial.missing(),
+        vec![2..3],
+        "only the rotten chunk is fetched again"
+    );
+}
+
+#[test]
+fn a_publish_cut_short_by_a_crash_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = blob(3 * CHUNK_SIZE, 15);
+    let outboard = Outboard::compute(&data[..], data.len() as u64).unwrap();
+    let hash = outboard.hash();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_partial_outboard(&outboard).unwrap();
+        let partial = store
+            .open_partial(
+                PartialKey::Blob(hash),
+                data.len() as u64,
+                PartialMode::Verified,
+            )
+            .unwrap();
+        partial.write_chunks(0, &data).unwrap();
+        partial.commit().unwrap();
+        // The crash: the data was renamed into blobs/, nothing else happened.
+        fs::rename(
+            dir.path().join(format!("partial/{hash}.data")),
+            store.blob_path(hash),
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.has(hash).unwrap());
+    assert!(store.outboard(hash).unwrap().is_some());
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn verify_rebuilds_a_torn_outboard_of_a_good_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let hash = store.import_bytes(&blob(5 * CHUNK_SIZE, 16)).unwrap();
+    let obao = dir.path().join(format!("blobs/{hash}.obao"));
+    let torn = fs::read(&obao).unwrap();
+    fs::write(&obao, &torn[..torn.len() / 2]).unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(fs::read(&obao).unwrap(), torn);
+}
