@@ -4,7 +4,9 @@
 //! Where new tests go: one module per user-facing topic.
 //! - `crash`: SIGKILL and SIGINT in the middle of a fetch, then resume.
 //! - `cli`: the commands as a user types them.
+//! - `faults`: random kills, a full disk.
 
 mod cli;
 mod crash;
+mod faults;
 mod util;
