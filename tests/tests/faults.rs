@@ -151,3 +151,35 @@ async fn a_full_disk_gives_a_clear_error_keeps_the_store_and_resumes_when_space_
         "the resumed fetch moved {second} bytes of {size}: work was kept"
     );
 }
+
+#[tokio::test]
+async fn export_to_another_filesystem_copies_whole_and_leaves_no_staging_file() {
+    let work = Workspace::new();
+    let file = work.path("weights.bin");
+    std::fs::write(&file, generate(3 * MIB + 5, 79)).unwrap();
+    let out = work.run(&["add", file.to_str().unwrap()]).await;
+    assert_ok(&out);
+    let hash = crate::util::stdout(&out);
+    let other = SmallDisk::mount(work.path("other-fs"), "16m");
+    let target = other.dir.join("copy.bin");
+    let out = work
+        .run(&["export", &hash, "-o", target.to_str().unwrap()])
+        .await;
+    assert_ok(&out);
+    assert_eq!(b3sum(&target), hash);
+    let names: Vec<_> = std::fs::read_dir(&other.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("copy.bin")],
+        "only the export, no staging file"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().nlink(),
+        1,
+        "a copy, not a link into the store"
+    );
+}
