@@ -161,22 +161,7 @@ impl Fetcher {
         progress: &ProgressTracker,
         cancel: CancellationToken,
     ) -> Result<PathBuf, FetchError> {
-        self.fetch_counted_blob(hash, mirrors, size, progress, cancel, false)
-            .await
-    }
-
-    /// [`Fetcher::fetch_blob`]; with `counted`, the size is already in the
-    /// progress total (a model's file) and only present bytes are added.
-    async fn fetch_counted_blob(
-        &self,
-        hash: Hash,
-        mirrors: &[Url],
-        size: Option<u64>,
-        progress: &ProgressTracker,
-        cancel: CancellationToken,
-        counted_size: bool,
-    ) -> Result<PathBuf, FetchError> {
-        let mut counter = BlobProgress::new(progress, counted_size);
+        let mut counter = BlobProgress::new(progress);
         if let Some(record) = self.store.blob(hash)? {
             counter.opened(record.size, record.size);
             return Ok(self.store.blob_path(hash));
@@ -215,7 +200,7 @@ impl Fetcher {
             let Some(partial) = self.download(attempt, &mut counter, &cancel).await? else {
                 continue;
             };
-            counter.phase(Phase::Verifying);
+            progress.set_phase(Phase::Verifying);
             return match blocking(move || partial.finish()).await {
                 Ok(_) => Ok(self.store.blob_path(hash)),
                 Err(FetchError::Store(p2pmodel_store::Error::HashMismatch {
@@ -257,7 +242,7 @@ impl Fetcher {
                 }
             }
         }
-        let mut counter = BlobProgress::new(progress, false);
+        let mut counter = BlobProgress::new(progress);
         for _ in 0..MAX_RESTARTS {
             let (mut sources, size) = self
                 .probe_all(std::slice::from_ref(url), None, &cancel)
@@ -323,7 +308,7 @@ impl Fetcher {
         let store = self.store.clone();
         let partial = Arc::new(blocking(move || store.open_partial(key, size, mode)).await?);
         counter.opened(size, partial.present_bytes());
-        counter.phase(Phase::Downloading);
+        counter.progress.set_phase(Phase::Downloading);
         let download = Download::new(
             self.client.clone(),
             Arc::clone(&partial),
@@ -473,18 +458,14 @@ struct Attempt {
 /// Counts one blob into a fetch's progress across restarts of its download.
 struct BlobProgress<'a> {
     progress: &'a ProgressTracker,
-    /// The size is already in the total (a model's file), and the model's
-    /// phase stands.
-    part_of_model: bool,
     /// Bytes present when the last attempt ended.
     present: Option<u64>,
 }
 
 impl<'a> BlobProgress<'a> {
-    fn new(progress: &'a ProgressTracker, part_of_model: bool) -> Self {
+    fn new(progress: &'a ProgressTracker) -> Self {
         Self {
             progress,
-            part_of_model,
             present: None,
         }
     }
@@ -493,12 +474,7 @@ impl<'a> BlobProgress<'a> {
     /// restart, bytes the reopened partial no longer holds are taken back.
     fn opened(&mut self, size: u64, present: u64) {
         match self.present {
-            None => {
-                if !self.part_of_model {
-                    self.progress.add_expected(size);
-                }
-                self.progress.add_present(present);
-            }
+            None => self.progress.add_blob(size, present),
             Some(before) => self.progress.discarded(before.saturating_sub(present)),
         }
         self.present = Some(present);
@@ -506,12 +482,6 @@ impl<'a> BlobProgress<'a> {
 
     fn ended(&mut self, present: u64) {
         self.present = Some(present);
-    }
-
-    fn phase(&self, phase: Phase) {
-        if !self.part_of_model {
-            self.progress.set_phase(phase);
-        }
     }
 }
 

@@ -136,19 +136,8 @@ impl ProgressTracker {
 
     /// Adds a blob of `size` bytes of which `present` are already there.
     pub fn add_blob(&self, size: u64, present: u64) {
-        self.add_expected(size);
-        self.add_present(present);
-    }
-
-    /// Adds `size` bytes to the total, before the blob is opened (the
-    /// files of a model are all counted up front).
-    pub fn add_expected(&self, size: u64) {
-        self.sender.send_modify(|p| p.total += size);
-    }
-
-    /// Counts `present` bytes found already there (resumed work).
-    pub fn add_present(&self, present: u64) {
         self.sender.send_modify(|p| {
+            p.total += size;
             p.done += present;
             p.resumed += present;
         });

@@ -29,6 +29,28 @@ fn publish(mirror: &TestMirror, name: &str, data: &[u8]) -> (Hash, Url) {
     (outboard.hash(), mirror.url(name).parse().unwrap())
 }
 
+/// Publishes `files` under `folder` with a manifest beside them; returns
+/// the manifest and its URL.
+fn publish_model(mirror: &TestMirror, folder: &str, files: &[(&str, Vec<u8>)]) -> (Manifest, Url) {
+    let entries = files
+        .iter()
+        .map(|(path, data)| ManifestEntry {
+            path: (*path).into(),
+            size: data.len() as u64,
+            hash: publish(mirror, &format!("{folder}/{path}"), data).0,
+            sha256: None,
+            mirrors: vec![],
+        })
+        .collect();
+    let manifest = Manifest::new(entries).unwrap();
+    mirror.put(&format!("{folder}/model.p2pmodel"), &manifest.encode());
+    let url = mirror
+        .url(&format!("{folder}/model.p2pmodel"))
+        .parse()
+        .unwrap();
+    (manifest, url)
+}
+
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !condition() {
@@ -256,20 +278,7 @@ async fn a_model_is_one_group_with_summed_progress_and_one_cancel() {
         ("b.bin", generate(4 * MIB, 7)),
         ("c.json", generate(100, 8)),
     ];
-    let mut entries = Vec::new();
-    for (path, data) in &files {
-        let (hash, _) = publish(&mirror, &format!("model/{path}"), data);
-        entries.push(ManifestEntry {
-            path: (*path).into(),
-            size: data.len() as u64,
-            hash,
-            sha256: None,
-            mirrors: vec![],
-        });
-    }
-    let manifest = Manifest::new(entries).unwrap();
-    mirror.put("model/model.p2pmodel", &manifest.encode());
-    let url: Url = mirror.url("model/model.p2pmodel").parse().unwrap();
+    let (manifest, url) = publish_model(&mirror, "model", &files);
     let total = manifest.total_size();
     mirror.throttle(MIB);
 
@@ -379,20 +388,7 @@ async fn a_model_fetch_completes_with_a_single_transfer_slot() {
     let node = node(&dir).max_concurrent_transfers(1).spawn().unwrap();
     let mirror = TestMirror::start().await;
     let files = [("a.bin", generate(MIB, 12)), ("b.bin", generate(MIB, 13))];
-    let mut entries = Vec::new();
-    for (path, data) in &files {
-        let (hash, _) = publish(&mirror, &format!("m/{path}"), data);
-        entries.push(ManifestEntry {
-            path: (*path).into(),
-            size: data.len() as u64,
-            hash,
-            sha256: None,
-            mirrors: vec![],
-        });
-    }
-    let manifest = Manifest::new(entries).unwrap();
-    mirror.put("m/model.p2pmodel", &manifest.encode());
-    let url: Url = mirror.url("m/model.p2pmodel").parse().unwrap();
+    let (manifest, url) = publish_model(&mirror, "m", &files);
     let handle = node
         .fetch(FetchRequest::hash(manifest.hash()).with_mirror(url))
         .unwrap();
