@@ -31,10 +31,12 @@ pub enum Command {
         /// File or folder to add
         path: PathBuf,
     },
-    /// Fetch a blob or model by hash from mirrors, or a plain URL
+    /// Fetch a blob or model by hash from mirrors, a plain URL, or an hf:// name
     ///
-    /// With a hash, prints the path of the result; with a URL, prints the
-    /// hash of its content. Ctrl+C pauses: the next identical fetch resumes.
+    /// With a hash or an hf:// name, prints the path of the result; with a
+    /// URL, prints the hash of its content. Ctrl+C pauses: the next
+    /// identical fetch resumes. hf:// names honour HF_ENDPOINT and HF_TOKEN
+    /// (the token goes to the Hub only, never to where it redirects).
     Fetch(FetchArgs),
     /// Copy a blob (to a file) or a model (to a folder) out of the store
     Export {
@@ -99,7 +101,8 @@ pub enum Command {
 /// Arguments of `fetch`.
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
-    /// BLAKE3 hash (64 hex digits) of a blob or model, or an http(s) URL
+    /// BLAKE3 hash (64 hex digits) of a blob or model, an http(s) URL, or
+    /// hf://ORG/REPO[@REVISION][/PATH]
     pub target: String,
     /// Mirror URL serving the blob (or the model's manifest); repeatable
     #[arg(long = "mirror", value_name = "URL")]

@@ -44,6 +44,9 @@ pub enum FetchError {
     /// A mirror URL that cannot be used.
     #[error("invalid mirror URL {0:?}")]
     BadUrl(String),
+    /// The Hugging Face Hub could not list what was asked for.
+    #[error(transparent)]
+    Hub(#[from] crate::hf::HubError),
     /// A model's manifest is invalid.
     #[error("invalid model manifest")]
     Manifest(#[from] ManifestError),

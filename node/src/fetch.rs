@@ -15,13 +15,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use p2pmodel_protocol::manifest::MAX_ENCODED_LEN;
-use p2pmodel_protocol::{Hash, Manifest, Sha256};
+use p2pmodel_protocol::{Hash, Manifest, ManifestEntry, Sha256};
 use p2pmodel_store::{Partial, PartialKey, PartialMode, Store};
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::error::FetchError;
+use crate::hf::{HfRef, Hub};
 use crate::mirror::{
     Download, DownloadConfig, DownloadError, HttpConfig, MirrorClient, MirrorSource, Probe,
 };
@@ -90,6 +91,15 @@ impl Fetched {
             Fetched::Blob { path, .. } | Fetched::Model { path, .. } => path,
         }
     }
+}
+
+/// What a Hugging Face name resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HfFetched {
+    /// One file: this blob.
+    File(Hash),
+    /// Several files: this model.
+    Model(Hash),
 }
 
 /// Fetches blobs, models and URLs into a store. Cloning is shallow.
@@ -328,6 +338,48 @@ impl Fetcher {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Fetches a Hugging Face file, folder or repository. Each file comes
+    /// from its `resolve` URL, LFS files checked against their SHA-256;
+    /// one file is a blob, several become a model (the manifest records
+    /// their SHA-256 beside their BLAKE3).
+    ///
+    /// # Errors
+    /// [`FetchError::Hub`] when the listing fails, and the errors of
+    /// [`Fetcher::fetch_url`].
+    pub async fn fetch_hf(
+        &self,
+        hub: &Hub,
+        name: &HfRef,
+        progress: &ProgressTracker,
+        cancel: CancellationToken,
+    ) -> Result<HfFetched, FetchError> {
+        let files = tokio::select! {
+            files = hub.files(&self.client, name) => files?,
+            () = cancel.cancelled() => return Err(FetchError::Cancelled),
+        };
+        let mut entries = Vec::with_capacity(files.len());
+        for file in files {
+            let url = hub.resolve_url(name, &file.path);
+            let hash = self
+                .fetch_url(&url, file.sha256, progress, cancel.clone())
+                .await?;
+            entries.push(ManifestEntry {
+                path: file.path,
+                size: file.size,
+                hash,
+                sha256: file.sha256,
+                mirrors: Vec::new(),
+            });
+        }
+        let single_file =
+            entries.len() == 1 && name.path.as_deref() == Some(entries[0].path.as_str());
+        if single_file {
+            return Ok(HfFetched::File(entries[0].hash));
+        }
+        let manifest = Manifest::new(entries)?;
+        Ok(HfFetched::Model(self.store.put_manifest(&manifest)?))
     }
 
     /// Probes every mirror at once (retrying transient failures) and keeps

@@ -34,13 +34,14 @@
 mod bandwidth;
 mod error;
 mod fetch;
+pub mod hf;
 pub mod mirror;
 mod node;
 mod progress;
 
 pub use bandwidth::Bandwidth;
 pub use error::FetchError;
-pub use fetch::{Fetched, Fetcher, FetcherConfig};
+pub use fetch::{Fetched, Fetcher, FetcherConfig, HfFetched};
 pub use node::{
     FetchHandle, FetchRequest, LifecycleState, Node, NodeBuilder, NodeError, RequestId, ResumeCheck,
 };

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use p2pmodel_node::hf::HfRef;
 use p2pmodel_node::mirror::DownloadConfig;
 use p2pmodel_node::{FetchRequest, Fetched, FetcherConfig, NodeBuilder, NodeError};
 use p2pmodel_protocol::Sha256;
@@ -82,36 +83,42 @@ fn request(args: &FetchArgs) -> anyhow::Result<(FetchRequest, String, bool)> {
         .iter()
         .map(|text| http_url(text))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (mut request, label, prints_hash) =
-        if args.target.starts_with("http://") || args.target.starts_with("https://") {
-            if !mirrors.is_empty() {
-                bail!("--mirror goes with a hash; to fetch a URL, give only the URL");
-            }
-            let url = http_url(&args.target)?;
-            let label = url
-                .path_segments()
-                .and_then(|mut s| s.next_back())
-                .unwrap_or("download")
-                .to_owned();
-            let mut request = FetchRequest::url(url);
-            if let Some(text) = &args.sha256 {
-                request = request.with_sha256(
-                    text.parse::<Sha256>()
-                        .with_context(|| format!("--sha256 {text:?}"))?,
-                );
-            }
-            (request, label, true)
-        } else {
-            if args.sha256.is_some() {
-                bail!("--sha256 goes with a URL; a hash already names exact bytes");
-            }
-            let hash = parse_hash(&args.target)?;
-            (
-                FetchRequest::hash(hash).with_mirrors(mirrors),
-                hash.short(),
-                false,
-            )
-        };
+    let (mut request, label, prints_hash) = if args.target.starts_with("hf://") {
+        if !mirrors.is_empty() || args.sha256.is_some() {
+            bail!("--mirror and --sha256 do not go with hf:// names (the Hub lists both)");
+        }
+        let name: HfRef = args.target.parse()?;
+        let label = name.path.clone().unwrap_or_else(|| name.repo.clone());
+        (FetchRequest::hf(name), label, false)
+    } else if args.target.starts_with("http://") || args.target.starts_with("https://") {
+        if !mirrors.is_empty() {
+            bail!("--mirror goes with a hash; to fetch a URL, give only the URL");
+        }
+        let url = http_url(&args.target)?;
+        let label = url
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .unwrap_or("download")
+            .to_owned();
+        let mut request = FetchRequest::url(url);
+        if let Some(text) = &args.sha256 {
+            request = request.with_sha256(
+                text.parse::<Sha256>()
+                    .with_context(|| format!("--sha256 {text:?}"))?,
+            );
+        }
+        (request, label, true)
+    } else {
+        if args.sha256.is_some() {
+            bail!("--sha256 goes with a URL; a hash already names exact bytes");
+        }
+        let hash = parse_hash(&args.target)?;
+        (
+            FetchRequest::hash(hash).with_mirrors(mirrors),
+            hash.short(),
+            false,
+        )
+    };
     if let Some(output) = &args.output {
         request = request.with_output(output);
     }

@@ -35,6 +35,27 @@ pub struct HttpConfig {
     pub backoff: Duration,
     /// Longest backoff.
     pub max_backoff: Duration,
+    /// A bearer token sent only to this origin (`scheme://host:port`), never
+    /// to another host a redirect leads to.
+    pub bearer: Option<Bearer>,
+}
+
+/// A token for one origin (a Hugging Face endpoint, say).
+#[derive(Clone)]
+pub struct Bearer {
+    /// `scheme://host:port` the token belongs to.
+    pub origin: String,
+    /// The token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bearer")
+            .field("origin", &self.origin)
+            .field("token", &"<hidden>")
+            .finish()
+    }
 }
 
 impl Default for HttpConfig {
@@ -45,6 +66,7 @@ impl Default for HttpConfig {
             max_failures: 6,
             backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(8),
+            bearer: None,
         }
     }
 }
@@ -65,6 +87,12 @@ impl HttpConfig {
     /// Sets the first backoff after a failure.
     pub fn with_backoff(mut self, backoff: Duration) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Sends `token` as a bearer token to `origin` only.
+    pub fn with_bearer(mut self, bearer: Option<Bearer>) -> Self {
+        self.bearer = bearer;
         self
     }
 
@@ -202,6 +230,24 @@ impl MirrorClient {
         Self { http, config }
     }
 
+    /// A GET of `url` asking for the bytes as stored, with the bearer
+    /// token when `url` is the token's origin.
+    pub(crate) fn get(&self, url: &Url) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .get(url.clone())
+            .header(header::ACCEPT_ENCODING, "identity");
+        if let Some(bearer) = self
+            .config
+            .bearer
+            .as_ref()
+            .filter(|b| url.origin().ascii_serialization() == b.origin)
+        {
+            request = request.bearer_auth(&bearer.token);
+        }
+        request
+    }
+
     /// Timeouts and limits in force.
     pub fn config(&self) -> &HttpConfig {
         &self.config
@@ -228,10 +274,8 @@ impl MirrorClient {
 
     async fn probe_unchecked(&self, url: &Url) -> Result<Probe, MirrorError> {
         let response = self
-            .http
-            .get(url.clone())
+            .get(url)
             .header(header::RANGE, "bytes=0-0")
-            .header(header::ACCEPT_ENCODING, "identity")
             .send()
             .await
             .map_err(|source| MirrorError::Transport {
@@ -294,10 +338,8 @@ impl MirrorClient {
         probe: &Probe,
     ) -> Result<RangeResponse, MirrorError> {
         let mut request = self
-            .http
-            .get(url.clone())
-            .header(header::RANGE, format!("bytes={start}-{}", end - 1))
-            .header(header::ACCEPT_ENCODING, "identity");
+            .get(url)
+            .header(header::RANGE, format!("bytes={start}-{}", end - 1));
         if let Some(validator) = &probe.validator {
             request = request.header(header::IF_RANGE, validator);
         }
@@ -368,13 +410,7 @@ impl MirrorClient {
             tracing::debug!(%sidecar, "outboard too large to hold in memory; verifying the whole blob at the end");
             return None;
         }
-        let response = self
-            .http
-            .get(sidecar.clone())
-            .header(header::ACCEPT_ENCODING, "identity")
-            .send()
-            .await
-            .ok()?;
+        let response = self.get(&sidecar).send().await.ok()?;
         if response.status() != StatusCode::OK
             || response.content_length().is_some_and(|len| len != expected)
         {

@@ -9,5 +9,5 @@ pub mod client;
 pub mod download;
 pub mod server;
 
-pub use client::{HttpConfig, MirrorClient, MirrorError, Probe};
+pub use client::{Bearer, HttpConfig, MirrorClient, MirrorError, Probe};
 pub use download::{Download, DownloadConfig, DownloadError, MirrorSource};

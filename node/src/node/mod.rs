@@ -43,6 +43,7 @@ pub use request::{FetchHandle, FetchRequest, RequestId};
 
 use crate::bandwidth::Bandwidth;
 use crate::fetch::{Fetcher, FetcherConfig};
+use crate::hf::Hub;
 use crate::progress::ProgressTracker;
 use request::TransferKey;
 use transfer::Transfer;
@@ -76,6 +77,7 @@ pub struct NodeBuilder {
     bandwidth: Option<u64>,
     fetcher: FetcherConfig,
     resume_check: Option<ResumeCheck>,
+    hub: Option<Hub>,
 }
 
 impl NodeBuilder {
@@ -88,7 +90,16 @@ impl NodeBuilder {
             bandwidth: None,
             fetcher: FetcherConfig::default(),
             resume_check: None,
+            hub: None,
         }
+    }
+
+    /// The Hugging Face Hub for `hf://` names (default: `HF_ENDPOINT` and
+    /// `HF_TOKEN` from the environment when the node is spawned). Its token
+    /// goes to the Hub's origin only.
+    pub fn hub(mut self, hub: Hub) -> Self {
+        self.hub = Some(hub);
+        self
     }
 
     /// Adds a content-addressed mirror: a blob `HASH` is looked for at
@@ -128,8 +139,16 @@ impl NodeBuilder {
     /// # Errors
     /// When the store cannot be opened (another process holds it, say).
     pub fn spawn(self) -> Result<Node, OpenError> {
+        let hub = match self.hub {
+            Some(hub) => hub,
+            None => Hub::from_env().map_err(|error| OpenError::Io {
+                path: self.store.clone(),
+                source: std::io::Error::other(format!("HF_ENDPOINT: {error}")),
+            })?,
+        };
         let store = Store::open(&self.store)?;
         let mut config = self.fetcher;
+        config.http = config.http.with_bearer(hub.bearer());
         if let Some(rate) = self.bandwidth {
             config.download = config.download.with_bandwidth(Some(Bandwidth::new(rate)));
         }
@@ -138,6 +157,7 @@ impl NodeBuilder {
             store,
             config,
             mirrors: self.mirrors,
+            hub,
             tables: Mutex::new(Tables {
                 transfers: HashMap::new(),
                 stopping: Vec::new(),
@@ -179,6 +199,7 @@ struct Shared {
     store: Store,
     config: FetcherConfig,
     mirrors: Vec<Url>,
+    hub: Hub,
     tables: Mutex<Tables>,
     lifecycle: watch::Sender<LifecycleState>,
     /// Serialises `suspend` and `resume`.

@@ -11,6 +11,7 @@ use url::Url;
 
 use super::NodeError;
 use crate::fetch::Fetched;
+use crate::hf::HfRef;
 use crate::progress::Progress;
 
 /// Names one call to [`Node::fetch`](super::Node::fetch). Unique within one
@@ -37,6 +38,7 @@ pub struct FetchRequest {
 pub(crate) enum Target {
     Hash(Hash),
     Url { url: Url, sha256: Option<Sha256> },
+    Hf(HfRef),
 }
 
 /// What a transfer is shared by: every request with the same key joins
@@ -61,6 +63,16 @@ impl FetchRequest {
     pub fn url(url: Url) -> Self {
         Self {
             target: Target::Url { url, sha256: None },
+            mirrors: Vec::new(),
+            output: None,
+        }
+    }
+
+    /// A Hugging Face file, folder or repository (`hf://ORG/REPO[@REV][/PATH]`):
+    /// one file is fetched as a blob, several as a model.
+    pub fn hf(name: HfRef) -> Self {
+        Self {
+            target: Target::Hf(name),
             mirrors: Vec::new(),
             output: None,
         }
@@ -97,6 +109,7 @@ impl FetchRequest {
         match &self.target {
             Target::Hash(hash) => TransferKey::Hash(*hash),
             Target::Url { url, .. } => TransferKey::Url(url.to_string()),
+            Target::Hf(name) => TransferKey::Url(name.to_string()),
         }
     }
 }

@@ -23,7 +23,7 @@ use url::Url;
 use super::request::{FetchHandle, FetchRequest, Target, TransferKey};
 use super::{LifecycleState, Node, NodeError, RequestId};
 use crate::error::FetchError;
-use crate::fetch::{Fetched, Fetcher, sibling};
+use crate::fetch::{Fetched, Fetcher, HfFetched, sibling};
 use crate::progress::{Phase, Progress, ProgressTracker, SourceProgress};
 
 /// A running or stopping transfer, as the node's table holds it.
@@ -169,6 +169,16 @@ async fn fetch(
     // waiting on its files' transfers holds none (they need the slots).
     let slot = node.slot(progress, &cancel).await?;
     match &spec.target {
+        Target::Hf(name) => match fetcher
+            .fetch_hf(&node.shared.hub, name, progress, cancel)
+            .await?
+        {
+            HfFetched::File(hash) => Ok(Done::Blob(hash)),
+            HfFetched::Model(hash) => {
+                progress.set_phase(Phase::Complete);
+                Ok(Done::Model(hash))
+            }
+        },
         Target::Url { url, sha256 } => fetcher
             .fetch_url(url, *sha256, progress, cancel)
             .await
