@@ -38,6 +38,7 @@ pub mod hf;
 pub mod mirror;
 mod node;
 mod progress;
+pub mod swarm;
 
 pub use bandwidth::Bandwidth;
 pub use error::FetchError;

@@ -171,6 +171,11 @@ impl<D> Outboard<D> {
         }
     }
 
+    /// Where the hash pairs are kept (a `Vec<u8>` or a `File`).
+    pub fn storage(&self) -> &D {
+        &self.inner.data
+    }
+
     /// The blob's hash (the tree's root).
     pub fn hash(&self) -> Hash {
         self.inner.root.into()

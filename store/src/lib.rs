@@ -21,6 +21,6 @@ pub mod tables;
 
 pub use error::{Error, OpenError, Result};
 pub use maintenance::{GcReport, VerifyReport};
-pub use partial::{Partial, PartialKey};
+pub use partial::{Partial, PartialKey, Readable};
 pub use store::{BlobInfo, BlobState, ExportMethod, MIRROR_MANIFEST, Store};
 pub use tables::PartialMode;

@@ -62,6 +62,20 @@ impl PartialKey {
     }
 }
 
+/// A blob (complete or still arriving) opened for serving; see
+/// [`Store::readable`].
+#[derive(Debug)]
+pub struct Readable {
+    /// Size in bytes.
+    pub size: u64,
+    /// The data file.
+    pub data: File,
+    /// Its outboard.
+    pub outboard: Outboard<File>,
+    /// Chunks that are verified and committed.
+    pub present: ChunkBitmap,
+}
+
 /// A blob being written into the store. Safe to share between tasks:
 /// writes of different chunks may run at once.
 #[derive(Debug)]
@@ -216,6 +230,41 @@ impl Store {
         ChunkBitmap::from_bytes(chunks, bytes.value())
             .map(Some)
             .map_err(|error| Error::Corrupt(error.to_string()))
+    }
+
+    /// What of blob `hash` can be served to a peer: its data file, its
+    /// outboard and the chunks that are verified and committed (all of
+    /// them for a complete blob, the committed bitmap for a verified
+    /// partial). `None` when the store holds nothing servable.
+    ///
+    /// # Errors
+    /// I/O and database errors.
+    pub fn readable(&self, hash: Hash) -> Result<Option<Readable>> {
+        let Some(outboard) = self.outboard(hash)? else {
+            return Ok(None);
+        };
+        let size = outboard.size();
+        let (path, present) = if self.has(hash)? {
+            (self.blob_path(hash), ChunkBitmap::full(chunk_count(size)))
+        } else {
+            let id = *hash.as_bytes();
+            match self.partial_record(&id)? {
+                Some(record) if record.mode == PartialMode::Verified && record.size == size => {
+                    let present = self
+                        .stored_bitmap(&id, chunk_count(size))?
+                        .unwrap_or_else(|| ChunkBitmap::new(chunk_count(size)));
+                    (self.partial_path(&id, "data"), present)
+                }
+                _ => return Ok(None),
+            }
+        };
+        let data = File::open(&path).map_err(Error::io("opening blob to serve", &path))?;
+        Ok(Some(Readable {
+            size,
+            data,
+            outboard,
+            present,
+        }))
     }
 
     /// Keeps a checked outboard for the blob `hash` that is still arriving,
