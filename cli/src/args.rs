@@ -86,6 +86,13 @@ pub enum Command {
         #[arg(long)]
         rate: Option<String>,
     },
+    /// Seed the store to peers: listen, print the peer id and addresses
+    /// (also written to STORE/daemon.addrs), serve until Ctrl+C
+    Daemon {
+        /// Address to listen on; repeatable
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
+        listen: Vec<String>,
+    },
     /// Show p2pmodel at work on this machine alone: a local mirror serving a
     /// generated model, fetched with a progress bar, paused and resumed
     Demo {
@@ -107,6 +114,10 @@ pub struct FetchArgs {
     /// Mirror URL serving the blob (or the model's manifest); repeatable
     #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
+    /// A peer to fetch the blob from (a multiaddr ending in /p2p/PEER_ID,
+    /// as `p2pmodel daemon` prints); tried before mirrors; repeatable
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<String>,
     /// Where to put the result: a file for a blob, a folder for a model
     #[arg(short, long)]
     pub output: Option<PathBuf>,

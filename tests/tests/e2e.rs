@@ -5,8 +5,10 @@
 //! - `crash`: SIGKILL and SIGINT in the middle of a fetch, then resume.
 //! - `cli`: the commands as a user types them.
 //! - `faults`: random kills, a full disk.
+//! - `peers`: a seeding daemon and peers that fetch from it.
 
 mod cli;
 mod crash;
 mod faults;
+mod peers;
 mod util;

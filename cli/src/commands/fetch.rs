@@ -11,8 +11,12 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use p2pmodel_node::hf::HfRef;
 use p2pmodel_node::mirror::DownloadConfig;
-use p2pmodel_node::{FetchRequest, Fetched, FetcherConfig, NodeBuilder, NodeError};
-use p2pmodel_protocol::Sha256;
+use p2pmodel_node::swarm::{Swarm, getter};
+use p2pmodel_node::{
+    CancellationToken, FetchError, FetchRequest, Fetched, FetcherConfig, Node, NodeBuilder,
+    NodeError, ProgressTracker,
+};
+use p2pmodel_protocol::{Hash, Sha256};
 use url::Url;
 
 use super::{human_bytes, parse_hash};
@@ -31,6 +35,33 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
         .fetcher_config(config)
         .spawn()
         .with_context(|| format!("opening the store at {}", store_dir.display()))?;
+    if !args.peers.is_empty() {
+        let hash = parse_hash(&args.target).context("--peer goes with a blob hash")?;
+        match from_peers(&node, hash, &args.peers, display).await? {
+            PeerOutcome::Fetched(path) => {
+                let path = match &args.output {
+                    Some(output) => {
+                        node.store().export(hash, output)?;
+                        output.clone()
+                    }
+                    None => path,
+                };
+                node.shutdown().await;
+                println!("{}", path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            PeerOutcome::Interrupted => {
+                node.shutdown().await;
+                eprintln!("p2pmodel: paused; run the same command again to resume");
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
+            PeerOutcome::Failed if args.mirrors.is_empty() => {
+                node.shutdown().await;
+                bail!("no peer could deliver {hash}, and no mirror was given");
+            }
+            PeerOutcome::Failed => {}
+        }
+    }
     let mut handle = node.fetch(request)?;
     let progress = handle.progress();
     let shown = tokio::spawn(progress::show(display, label, progress.clone()));
@@ -72,6 +103,66 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
         tracing::info!(files = manifest.files().len(), "model fetched");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+enum PeerOutcome {
+    Fetched(PathBuf),
+    Interrupted,
+    Failed,
+}
+
+/// Tries each peer in turn for the blob `hash`; Ctrl+C pauses.
+async fn from_peers(
+    node: &Node,
+    hash: Hash,
+    peers: &[String],
+    display: Display,
+) -> anyhow::Result<PeerOutcome> {
+    let swarm = Swarm::spawn(node.store().clone(), &[])
+        .await
+        .context("starting the swarm")?;
+    let cancel = CancellationToken::new();
+    let interrupt = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        }
+    });
+    let mut outcome = PeerOutcome::Failed;
+    for text in peers {
+        let addr: libp2p::Multiaddr = text
+            .parse()
+            .with_context(|| format!("{text:?} is not a multiaddr"))?;
+        let peer = match swarm.dial(addr).await {
+            Ok(peer) => peer,
+            Err(error) => {
+                eprintln!("p2pmodel: peer {text}: {error}");
+                continue;
+            }
+        };
+        let progress = ProgressTracker::new();
+        let shown = tokio::spawn(progress::show(display, hash.short(), progress.subscribe()));
+        let result =
+            getter::fetch_blob(node.store(), &swarm, peer, hash, &progress, cancel.clone()).await;
+        shown.abort();
+        let _ = shown.await;
+        progress::finish(display, &progress.snapshot());
+        match result {
+            Ok(path) => {
+                outcome = PeerOutcome::Fetched(path);
+                break;
+            }
+            Err(FetchError::Cancelled) => {
+                outcome = PeerOutcome::Interrupted;
+                break;
+            }
+            Err(error) => eprintln!("p2pmodel: {error:#}"),
+        }
+    }
+    interrupt.abort();
+    Ok(outcome)
 }
 
 /// The node request for the typed arguments, a label for the progress

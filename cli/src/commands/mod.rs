@@ -2,6 +2,7 @@
 //! and returns the process's exit code.
 
 mod add;
+mod daemon;
 mod demo;
 mod fetch;
 mod serve;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServeMirror { dir, listen, rate } => {
             serve::run(&dir, &listen, rate.as_deref()).await
         }
+        Command::Daemon { listen } => daemon::run(open()?, &listen).await,
         Command::Demo { size_mib, keep } => demo::run(size_mib, keep).await,
     }
 }
