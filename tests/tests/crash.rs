@@ -6,12 +6,9 @@ use std::time::Duration;
 use p2pmodel_store::partial::COMMIT_BYTES;
 use testkit::{TestMirror, b3sum, generate};
 
-use crate::util::{Workspace, assert_ok, publish, signal, stderr, stdout, wait_until};
+use crate::util::{IN_FLIGHT, Workspace, assert_ok, publish, signal, stderr, stdout, wait_until};
 
 const MIB: u64 = 1 << 20;
-/// Requests in flight (4 per mirror by default) of 4 MiB each, plus what
-/// sits in socket buffers: bytes a run may receive but never write.
-const IN_FLIGHT: u64 = 4 * 4 * MIB + 8 * MIB;
 
 async fn kill_nine_then_resume(size: u64, sidecar: bool) {
     let mirror = TestMirror::start().await;

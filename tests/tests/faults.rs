@@ -8,11 +8,9 @@ use std::time::Duration;
 use p2pmodel_store::partial::COMMIT_INTERVAL;
 use testkit::{TestMirror, b3sum, generate};
 
-use crate::util::{Workspace, assert_ok, publish, stderr};
+use crate::util::{IN_FLIGHT, Workspace, assert_ok, publish, stderr};
 
 const MIB: u64 = 1 << 20;
-/// Four requests of 4 MiB in flight, plus socket buffers.
-const IN_FLIGHT: u64 = 4 * 4 * MIB + 8 * MIB;
 
 /// A small deterministic generator for kill moments (xorshift64).
 struct Moments(u64);

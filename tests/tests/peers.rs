@@ -9,6 +9,21 @@ use crate::util::{Workspace, assert_ok, signal, stderr, stdout, wait_until};
 
 const MIB: u64 = 1 << 20;
 
+/// Starts `p2pmodel daemon` on the workspace's store; returns it and the
+/// first address it wrote to `daemon.addrs`.
+async fn start_daemon(work: &Workspace) -> (tokio::process::Child, String) {
+    let daemon = work.spawn(&["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let addrs_file = work.store().join("daemon.addrs");
+    wait_until("the daemon wrote its addresses", || addrs_file.exists()).await;
+    let addr = std::fs::read_to_string(&addrs_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    (daemon, addr)
+}
+
 #[tokio::test]
 async fn a_daemon_seeds_and_a_peer_fetches_from_it() {
     let seed = Workspace::new();
@@ -18,15 +33,8 @@ async fn a_daemon_seeds_and_a_peer_fetches_from_it() {
     assert_ok(&out);
     let hash = stdout(&out);
 
-    let daemon = seed.spawn(&["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let (daemon, addr) = start_daemon(&seed).await;
     let addrs_file = seed.store().join("daemon.addrs");
-    wait_until("the daemon wrote its addresses", || addrs_file.exists()).await;
-    let addr = std::fs::read_to_string(&addrs_file)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
     assert!(addr.contains("/p2p/"), "{addr}");
 
     let leech = Workspace::new();
@@ -59,15 +67,7 @@ async fn a_daemon_seeds_and_a_peer_fetches_from_it() {
 #[tokio::test]
 async fn a_peer_without_the_blob_gives_a_clear_error() {
     let seed = Workspace::new();
-    let mut daemon = seed.spawn(&["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let addrs_file = seed.store().join("daemon.addrs");
-    wait_until("the daemon wrote its addresses", || addrs_file.exists()).await;
-    let addr = std::fs::read_to_string(&addrs_file)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
+    let (mut daemon, addr) = start_daemon(&seed).await;
     let leech = Workspace::new();
     let missing = "ab".repeat(32);
     let out = leech.run(&["fetch", &missing, "--peer", &addr]).await;

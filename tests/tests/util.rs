@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+/// Requests in flight (4 per mirror by default) of 4 MiB each, plus what
+/// sits in socket buffers: bytes a run may receive but never write.
+pub const IN_FLIGHT: u64 = 4 * 4 * (1 << 20) + 8 * (1 << 20);
+
 /// A temporary folder with a store in it, and the binary to run there.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
