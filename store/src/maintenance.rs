@@ -233,13 +233,7 @@ impl Store {
                 kept.insert(Hash::from_bytes(id).to_hex());
                 continue;
             }
-            let txn = self.db().begin_write()?;
-            txn.open_table(tables::PARTIALS)?.remove(&id)?;
-            txn.open_table(tables::BITMAPS)?.remove(&id)?;
-            if txn.open_table(tables::BLOBS)?.get(&id)?.is_none() {
-                txn.open_table(tables::OUTBOARDS)?.remove(&id)?;
-            }
-            txn.commit()?;
+            self.forget_partial_records(&id)?;
             for extension in ["data", "obao"] {
                 report.bytes_freed += remove_counted(&self.partial_path(&id, extension))?;
             }

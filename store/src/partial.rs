@@ -207,18 +207,26 @@ impl Store {
         if self.partial_record(&id)?.is_none() {
             return Ok(false);
         }
-        let txn = self.db().begin_write()?;
-        {
-            txn.open_table(tables::PARTIALS)?.remove(&id)?;
-            txn.open_table(tables::BITMAPS)?.remove(&id)?;
-            if txn.open_table(tables::BLOBS)?.get(&id)?.is_none() {
-                txn.open_table(tables::OUTBOARDS)?.remove(&id)?;
-            }
-        }
-        txn.commit()?;
+        self.forget_partial_records(&id)?;
         remove_if_exists(&self.partial_path(&id, "data"))?;
         remove_if_exists(&self.partial_path(&id, "obao"))?;
         Ok(true)
+    }
+
+    /// Removes the records of partial `id` in one transaction: its record,
+    /// its bitmap, and its outboard's unless a complete blob owns it. The
+    /// files are the caller's to remove (after this commit).
+    pub(crate) fn forget_partial_records(&self, id: &[u8; 32]) -> Result<()> {
+        let txn = self.db().begin_write()?;
+        {
+            txn.open_table(tables::PARTIALS)?.remove(id)?;
+            txn.open_table(tables::BITMAPS)?.remove(id)?;
+            if txn.open_table(tables::BLOBS)?.get(id)?.is_none() {
+                txn.open_table(tables::OUTBOARDS)?.remove(id)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     pub(crate) fn stored_bitmap(&self, id: &[u8; 32], chunks: u64) -> Result<Option<ChunkBitmap>> {
@@ -513,7 +521,7 @@ impl Partial {
         }
         if self.store.has(actual)? {
             let _ = self.discard_files();
-            self.discard_records()?;
+            self.store.forget_partial_records(&self.id)?;
             return Ok(actual);
         }
         self.store
@@ -549,23 +557,8 @@ impl Partial {
     /// # Errors
     /// I/O and database errors.
     pub fn discard(self) -> Result<()> {
-        self.discard_records()?;
+        self.store.forget_partial_records(&self.id)?;
         self.discard_files()
-    }
-
-    fn discard_records(&self) -> Result<()> {
-        let txn = self.store.db().begin_write()?;
-        {
-            txn.open_table(tables::PARTIALS)?.remove(&self.id)?;
-            txn.open_table(tables::BITMAPS)?.remove(&self.id)?;
-            if let Some(hash) = self.key.expected() {
-                if !self.store.has(Hash::from_bytes(hash))? {
-                    txn.open_table(tables::OUTBOARDS)?.remove(&hash)?;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(())
     }
 
     fn discard_files(&self) -> Result<()> {
