@@ -114,10 +114,14 @@ pub struct FetchArgs {
     /// Mirror URL serving the blob (or the model's manifest); repeatable
     #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
-    /// A peer to fetch the blob from (a multiaddr ending in /p2p/PEER_ID,
-    /// as `p2pmodel daemon` prints); tried before mirrors; repeatable
+    /// A peer to fetch from, beside the mirrors (a multiaddr as `p2pmodel
+    /// daemon` prints; the /p2p/PEER_ID part may be left out); repeatable
     #[arg(long = "peer", value_name = "MULTIADDR")]
     pub peers: Vec<String>,
+    /// Also listen here while fetching, serving verified chunks to other
+    /// peers (e.g. /ip4/0.0.0.0/tcp/0); repeatable
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
     /// Where to put the result: a file for a blob, a folder for a model
     #[arg(short, long)]
     pub output: Option<PathBuf>,

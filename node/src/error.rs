@@ -2,7 +2,8 @@
 
 use p2pmodel_protocol::{Hash, ManifestError, Sha256};
 
-use crate::mirror::{DownloadError, MirrorError};
+use crate::download::DownloadError;
+use crate::mirror::MirrorError;
 
 /// Why a fetch ended without its blob or model. Whatever was verified
 /// before the error stays in the store, and the next fetch resumes it.
@@ -12,8 +13,12 @@ pub enum FetchError {
     /// The caller cancelled (a pause: the partial stays).
     #[error("cancelled; the partial download is kept and the next fetch resumes it")]
     Cancelled,
-    /// The store lacks the blob and no source was given.
-    #[error("{0} is not in the store and no mirror was given (pass --mirror URL)")]
+    /// The store lacks the blob, no mirror was given and no connected
+    /// peer holds it.
+    #[error(
+        "{0} is not in the store, no mirror was given and no connected peer has it \
+         (pass --mirror URL or --peer ADDRESS)"
+    )]
     NoSource(Hash),
     /// Every source failed; one line per source.
     #[error("no source could deliver the data:\n  {}", .0.join("\n  "))]

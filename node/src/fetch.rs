@@ -14,6 +14,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use libp2p::PeerId;
+
 use p2pmodel_protocol::manifest::MAX_ENCODED_LEN;
 use p2pmodel_protocol::{Hash, Manifest, ManifestEntry, Sha256};
 use p2pmodel_store::{Partial, PartialKey, PartialMode, Store};
@@ -21,12 +23,12 @@ use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::download::{Download, DownloadConfig, DownloadError, MirrorSource};
 use crate::error::FetchError;
 use crate::hf::{HfRef, Hub};
-use crate::mirror::{
-    Download, DownloadConfig, DownloadError, HttpConfig, MirrorClient, MirrorSource, Probe,
-};
+use crate::mirror::{HttpConfig, MirrorClient, Probe};
 use crate::progress::{Phase, ProgressTracker};
+use crate::swarm::{Swarm, getter};
 
 /// Times a download whose source changed under it is started again.
 const MAX_RESTARTS: u32 = 3;
@@ -108,6 +110,7 @@ pub struct Fetcher {
     store: Store,
     client: MirrorClient,
     config: FetcherConfig,
+    swarm: Option<Swarm>,
 }
 
 impl Fetcher {
@@ -118,7 +121,15 @@ impl Fetcher {
             store,
             client,
             config,
+            swarm: None,
         }
+    }
+
+    /// Also fetches blobs from the connected peers of `swarm` (alone, or
+    /// beside mirrors).
+    pub fn with_swarm(mut self, swarm: Swarm) -> Self {
+        self.swarm = Some(swarm);
+        self
     }
 
     /// The store it writes into.
@@ -157,9 +168,9 @@ impl Fetcher {
         Ok(Err(path))
     }
 
-    /// Fetches the blob `hash` from `mirrors` into the store and returns
-    /// its path there. `size`, when known (from a manifest), is checked
-    /// against what mirrors say.
+    /// Fetches the blob `hash` from `mirrors` and from the peers of the
+    /// fetcher's swarm into the store, and returns its path there. `size`,
+    /// when known (from a manifest), is checked against what sources say.
     ///
     /// # Errors
     /// See [`FetchError`].
@@ -176,19 +187,36 @@ impl Fetcher {
             counter.opened(record.size, record.size);
             return Ok(self.store.blob_path(hash));
         }
-        if mirrors.is_empty() {
+        let holders = match &self.swarm {
+            Some(swarm) => tokio::select! {
+                holders = getter::holders(swarm, hash) => holders,
+                () = cancel.cancelled() => return Err(FetchError::Cancelled),
+            },
+            None => Vec::new(),
+        };
+        if mirrors.is_empty() && holders.is_empty() {
             return Err(FetchError::NoSource(hash));
         }
-        // A known outboard fixes the size: mirrors that disagree are left
+        // A known outboard fixes the size: sources that disagree are left
         // out, and never shrink or reset a verified partial.
         let size = match self.store.outboard(hash)? {
             Some(outboard) => Some(outboard.size()),
-            None => size,
+            None => size.or_else(|| holders.first().map(|(_, size)| *size)),
         };
         for _ in 0..MAX_RESTARTS {
-            let (sources, size) = self.probe_all(mirrors, size, &cancel).await?;
+            let (sources, size) = match self.probe_all(mirrors, size, &cancel).await {
+                Ok(probed) => probed,
+                // Peers can do without mirrors.
+                Err(FetchError::Sources(failures)) if !holders.is_empty() => {
+                    for failure in &failures {
+                        tracing::warn!(%failure, "mirror left out");
+                    }
+                    (Vec::new(), size.expect("holders give a size"))
+                }
+                Err(error) => return Err(error),
+            };
             let outboard = tokio::select! {
-                outboard = self.find_outboard(hash, size, &sources) => outboard?,
+                outboard = self.find_outboard(hash, size, &sources, &holders) => outboard?,
                 () = cancel.cancelled() => return Err(FetchError::Cancelled),
             };
             let (mode, sources) = match &outboard {
@@ -198,14 +226,14 @@ impl Fetcher {
             let source_url = sources
                 .first()
                 .map(|source| source.url.to_string())
-                .unwrap_or_default();
-            let key = PartialKey::Blob(hash);
+                .unwrap_or_else(|| "peers".into());
             let attempt = Attempt {
-                key,
+                key: PartialKey::Blob(hash),
                 size,
                 mode,
                 outboard,
                 sources,
+                peers: self.swarm.clone().map(|swarm| (swarm, hash)),
             };
             let Some(partial) = self.download(attempt, &mut counter, &cancel).await? else {
                 continue;
@@ -269,6 +297,7 @@ impl Fetcher {
                 mode,
                 outboard: None,
                 sources: vec![source],
+                peers: None,
             };
             let Some(partial) = self.download(attempt, &mut counter, &cancel).await? else {
                 continue;
@@ -314,12 +343,14 @@ impl Fetcher {
             mode,
             outboard,
             sources,
+            peers,
         } = attempt;
         let store = self.store.clone();
         let partial = Arc::new(blocking(move || store.open_partial(key, size, mode)).await?);
         counter.opened(size, partial.present_bytes());
         counter.progress.set_phase(Phase::Downloading);
-        let download = Download::new(
+        let verified = outboard.is_some();
+        let mut download = Download::new(
             self.client.clone(),
             Arc::clone(&partial),
             outboard.map(Arc::new),
@@ -327,6 +358,9 @@ impl Fetcher {
             counter.progress.clone(),
             self.config.download.clone(),
         );
+        if let (Some((swarm, hash)), true) = (peers, verified) {
+            download = download.with_peers(swarm, hash);
+        }
         let result = download.run(cancel.clone()).await;
         let partial = commit(partial).await?;
         counter.ended(partial.present_bytes());
@@ -446,26 +480,45 @@ impl Fetcher {
         }
     }
 
-    /// The blob's outboard: from the store, or from the first mirror that
-    /// offers a sidecar that checks out (then kept in the store).
+    /// The blob's outboard: from the store, else from the first mirror
+    /// that offers a sidecar that checks out, else from the first peer
+    /// whose copy checks out (then kept in the store).
     async fn find_outboard(
         &self,
         hash: Hash,
         size: u64,
         sources: &[MirrorSource],
+        holders: &[(PeerId, u64)],
     ) -> Result<Option<p2pmodel_protocol::Outboard<std::fs::File>>, FetchError> {
         if let Some(outboard) = self.store.outboard(hash)? {
             return Ok(Some(outboard));
         }
+        let mut found = None;
         for source in sources {
-            if let Some(outboard) = self.client.sidecar_outboard(&source.url, hash, size).await {
+            found = self.client.sidecar_outboard(&source.url, hash, size).await;
+            if found.is_some() {
                 tracing::debug!(url = %source.url, "using the sidecar outboard");
-                let store = self.store.clone();
-                blocking(move || store.put_partial_outboard(&outboard)).await?;
-                return Ok(self.store.outboard(hash)?);
+                break;
             }
         }
-        Ok(None)
+        if let (None, Some(swarm)) = (&found, &self.swarm) {
+            for (peer, _) in holders.iter().filter(|(_, held)| *held == size) {
+                match getter::fetch_outboard(swarm, *peer, hash, size).await {
+                    Ok(outboard) => {
+                        tracing::debug!(%peer, "using the outboard of a peer");
+                        found = Some(outboard);
+                        break;
+                    }
+                    Err(error) => tracing::warn!(%peer, %error, "no outboard from this peer"),
+                }
+            }
+        }
+        let Some(outboard) = found else {
+            return Ok(None);
+        };
+        let store = self.store.clone();
+        blocking(move || store.put_partial_outboard(&outboard)).await?;
+        Ok(self.store.outboard(hash)?)
     }
 
     /// Without an outboard, bytes must come from one mirror: the one an
@@ -505,6 +558,8 @@ struct Attempt {
     mode: PartialMode,
     outboard: Option<p2pmodel_protocol::Outboard<std::fs::File>>,
     sources: Vec<MirrorSource>,
+    /// The swarm whose peers serve the blob (verified downloads only).
+    peers: Option<(Swarm, Hash)>,
 }
 
 /// Counts one blob into a fetch's progress across restarts of its download.

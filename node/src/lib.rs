@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod bandwidth;
+pub mod download;
 mod error;
 mod fetch;
 pub mod hf;
@@ -44,7 +45,8 @@ pub use bandwidth::Bandwidth;
 pub use error::FetchError;
 pub use fetch::{Fetched, Fetcher, FetcherConfig, HfFetched};
 pub use node::{
-    FetchHandle, FetchRequest, LifecycleState, Node, NodeBuilder, NodeError, RequestId, ResumeCheck,
+    FetchHandle, FetchRequest, LifecycleState, Node, NodeBuilder, NodeError, RequestId,
+    ResumeCheck, SpawnError,
 };
 pub use p2pmodel_store::Store;
 pub use progress::{Phase, Progress, ProgressTracker, SourceProgress};

@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use p2pmodel_node::mirror::{DownloadConfig, HttpConfig};
+use p2pmodel_node::download::DownloadConfig;
+use p2pmodel_node::mirror::HttpConfig;
 use p2pmodel_node::{
     CancellationToken, FetchError, Fetcher, FetcherConfig, ProgressTracker, Store,
 };

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use p2pmodel_node::mirror::{DownloadConfig, HttpConfig};
+use p2pmodel_node::download::DownloadConfig;
+use p2pmodel_node::mirror::HttpConfig;
 use p2pmodel_node::{
     FetchRequest, FetcherConfig, LifecycleState, Node, NodeBuilder, NodeError, Phase, ResumeCheck,
 };

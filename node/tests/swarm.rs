@@ -1,68 +1,143 @@
-//! Two nodes on loopback exchanging verified chunks over libp2p.
+//! Nodes on loopback exchanging verified chunks over libp2p: one seed,
+//! two seeds at once, peers beside a mirror, a seed with rotten bytes.
 
 use std::os::unix::fs::PermissionsExt;
 
 use libp2p::Multiaddr;
 use p2pmodel_node::swarm::{Swarm, getter};
-use p2pmodel_node::{CancellationToken, FetchError, ProgressTracker};
+use p2pmodel_node::{FetchRequest, Node, NodeBuilder, Progress};
+use p2pmodel_protocol::Hash;
+use p2pmodel_protocol::Outboard;
 use p2pmodel_protocol::chunks::CHUNK_SIZE;
 use p2pmodel_protocol::wire::{Refusal, Request, Response};
-use p2pmodel_protocol::{Hash, Outboard};
 use p2pmodel_store::{PartialKey, PartialMode, Store};
-use testkit::generate;
+use testkit::{TestMirror, generate};
 
 const MIB: u64 = 1 << 20;
 
-async fn node(dir: &tempfile::TempDir, name: &str) -> (Store, Swarm) {
+fn loopback() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().unwrap()
+}
+
+/// A bare swarm on its own store, listening on loopback.
+fn swarm(dir: &tempfile::TempDir, name: &str) -> (Store, Swarm) {
     let store = Store::open(dir.path().join(name)).unwrap();
-    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-    let swarm = Swarm::spawn(store.clone(), &[listen]).await.unwrap();
+    let swarm = Swarm::spawn(store.clone(), &[loopback()]).unwrap();
     (store, swarm)
 }
 
-/// Connects `from` to `to`; returns `to`'s peer id.
-async fn connect(from: &Swarm, to: &Swarm) -> libp2p::PeerId {
-    let mut addrs = to.listen_addrs().await;
-    for _ in 0..100 {
-        if !addrs.is_empty() {
-            break;
+/// The first address `swarm` listens on, once it does.
+async fn listen_addr(swarm: &Swarm) -> Multiaddr {
+    for _ in 0..200 {
+        if let Some(addr) = swarm.listen_addrs().await.into_iter().next() {
+            return addr;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        addrs = to.listen_addrs().await;
     }
-    from.dial(addrs[0].clone()).await.unwrap()
+    panic!("the swarm never listened");
+}
+
+/// A node in the swarm holding `data`; returns it, the hash and its address.
+async fn seed(dir: &tempfile::TempDir, name: &str, data: &[u8]) -> (Node, Hash, Multiaddr) {
+    let node = NodeBuilder::new(dir.path().join(name))
+        .swarm([loopback()])
+        .spawn()
+        .unwrap();
+    let hash = node.store().import_bytes(data).unwrap();
+    let addr = listen_addr(node.swarm().unwrap()).await;
+    (node, hash, addr)
+}
+
+/// A node in the swarm that only dials out.
+fn leech(dir: &tempfile::TempDir, name: &str) -> Node {
+    NodeBuilder::new(dir.path().join(name))
+        .swarm([])
+        .spawn()
+        .unwrap()
+}
+
+/// Bytes received from each peer, by peer id.
+fn from_peer(progress: &Progress, node: &Node) -> u64 {
+    let name = format!("peer {}", node.swarm().unwrap().peer_id());
+    progress
+        .sources
+        .iter()
+        .find(|s| s.source == name)
+        .map_or(0, |s| s.bytes)
 }
 
 #[tokio::test]
 async fn a_blob_moves_from_a_seed_to_a_peer_verified() {
     let dir = tempfile::tempdir().unwrap();
-    let (seed_store, seed) = node(&dir, "seed").await;
-    let (leech_store, leech) = node(&dir, "leech").await;
     let data = generate(5 * MIB + 123, 1);
-    let hash = seed_store.import_bytes(&data).unwrap();
-    let peer = connect(&leech, &seed).await;
-    assert_eq!(peer, seed.peer_id());
+    let (seed, hash, addr) = seed(&dir, "seed", &data).await;
+    let leech = leech(&dir, "leech");
 
-    let progress = ProgressTracker::new();
-    let path = getter::fetch_blob(
-        &leech_store,
-        &leech,
-        peer,
-        hash,
-        &progress,
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(std::fs::read(path).unwrap(), data);
-    assert_eq!(progress.snapshot().done, data.len() as u64);
+    let handle = leech
+        .fetch(FetchRequest::hash(hash).with_peer(addr))
+        .unwrap();
+    let progress = handle.progress();
+    let fetched = handle.await.unwrap();
+    assert_eq!(std::fs::read(fetched.path()).unwrap(), data);
+    let progress = progress.borrow().clone();
+    assert_eq!(progress.done, data.len() as u64);
+    assert_eq!(from_peer(&progress, &seed), data.len() as u64);
+}
+
+#[tokio::test]
+async fn a_peer_with_two_seeds_fetches_from_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(24 * MIB, 2);
+    let (one, hash, first) = seed(&dir, "one", &data).await;
+    let (two, _, second) = seed(&dir, "two", &data).await;
+    let leech = leech(&dir, "leech");
+
+    let handle = leech
+        .fetch(FetchRequest::hash(hash).with_peer(first).with_peer(second))
+        .unwrap();
+    let progress = handle.progress();
+    let fetched = handle.await.unwrap();
+    assert_eq!(testkit::b3sum(fetched.path()), hash.to_hex());
+    let progress = progress.borrow().clone();
+    let (a, b) = (from_peer(&progress, &one), from_peer(&progress, &two));
+    assert_eq!(a + b, data.len() as u64, "{progress:?}");
+    assert!(a >= MIB && b >= MIB, "each seed served pieces: {a} and {b}");
+}
+
+#[tokio::test]
+async fn a_peer_lends_its_outboard_so_a_plain_mirror_is_checked_per_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(16 * MIB, 4);
+    let (seed, hash, addr) = seed(&dir, "seed", &data).await;
+    // A mirror with no sidecar outboard, serving one corrupted byte.
+    let mirror = TestMirror::start().await;
+    mirror.put("blob", &data);
+    mirror
+        .faults()
+        .corrupt_offset_plus_one
+        .store(3 * MIB + 8, std::sync::atomic::Ordering::SeqCst);
+    let leech = leech(&dir, "leech");
+
+    let handle = leech
+        .fetch(
+            FetchRequest::hash(hash)
+                .with_mirror(mirror.url("blob").parse().unwrap())
+                .with_peer(addr),
+        )
+        .unwrap();
+    let progress = handle.progress();
+    let fetched = handle.await.unwrap();
+    assert_eq!(std::fs::read(fetched.path()).unwrap(), data);
+    // Without the peer's outboard the mirror's bytes could only be checked
+    // at the end, and the whole blob would have failed.
+    assert!(from_peer(&progress.borrow(), &seed) > 0);
 }
 
 #[tokio::test]
 async fn a_partial_peer_serves_its_verified_chunks_and_refuses_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let (seed_store, seed) = node(&dir, "seed").await;
-    let (_, leech) = node(&dir, "leech").await;
+    let (seed_store, seed) = swarm(&dir, "seed");
+    let (_, leech) = swarm(&dir, "leech");
     let data = generate(8 * CHUNK_SIZE, 2);
     let outboard = Outboard::compute(&data[..], data.len() as u64).unwrap();
     let hash = outboard.hash();
@@ -78,7 +153,7 @@ async fn a_partial_peer_serves_its_verified_chunks_and_refuses_the_rest() {
         .write_chunks(0, &data[..4 * CHUNK_SIZE as usize])
         .unwrap();
     partial.commit().unwrap();
-    let peer = connect(&leech, &seed).await;
+    let peer = leech.dial(listen_addr(&seed).await).await.unwrap();
 
     match getter::request(&leech, peer, &Request::Have { hash })
         .await
@@ -116,40 +191,42 @@ async fn a_partial_peer_serves_its_verified_chunks_and_refuses_the_rest() {
 #[tokio::test]
 async fn bytes_that_rotted_on_the_seed_are_never_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let (seed_store, seed) = node(&dir, "seed").await;
-    let (leech_store, leech) = node(&dir, "leech").await;
     let data = generate(2 * MIB, 3);
-    let hash = seed_store.import_bytes(&data).unwrap();
-    let path = seed_store.blob_path(hash);
+    let (seed, hash, addr) = seed(&dir, "seed", &data).await;
+    let path = seed.store().blob_path(hash);
     let mut permissions = std::fs::metadata(&path).unwrap().permissions();
     permissions.set_mode(0o644);
     std::fs::set_permissions(&path, permissions).unwrap();
     let mut rotten = data.clone();
     rotten[(MIB + 5) as usize] ^= 0xff;
     std::fs::write(&path, &rotten).unwrap();
-    let peer = connect(&leech, &seed).await;
 
-    let result = getter::fetch_blob(
-        &leech_store,
-        &leech,
-        peer,
-        hash,
-        &ProgressTracker::new(),
-        CancellationToken::new(),
-    )
-    .await;
-    match result {
-        Err(FetchError::Sources(lines)) => assert!(lines[0].contains("refused"), "{lines:?}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-    assert!(!leech_store.has(Hash::of(&data)).unwrap());
+    let leech = leech(&dir, "leech");
+    let result = leech
+        .fetch(FetchRequest::hash(hash).with_peer(addr))
+        .unwrap()
+        .await;
+    assert!(result.is_err(), "got {result:?}");
+    assert!(!leech.store().has(hash).unwrap());
+    let partial = leech
+        .store()
+        .partial_record(hash.as_bytes())
+        .unwrap()
+        .unwrap();
+    assert_eq!(partial.size, data.len() as u64);
+    let served = leech.store().readable(hash).unwrap().unwrap().present;
+    assert!(
+        !served.get(MIB / CHUNK_SIZE),
+        "the rotten chunk never arrived"
+    );
+    assert!(served.count() > 0, "the sound chunks did");
 }
 
 #[tokio::test]
 async fn the_peer_id_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let first = {
-        let (_, swarm) = node(&dir, "node").await;
+        let (_, swarm) = swarm(&dir, "node");
         swarm.peer_id()
     };
     // The store is held by the swarm's tasks until they end; reopen a copy
@@ -157,7 +234,7 @@ async fn the_peer_id_survives_a_restart() {
     let key = std::fs::read(dir.path().join("node/node.key")).unwrap();
     std::fs::create_dir_all(dir.path().join("again")).unwrap();
     std::fs::write(dir.path().join("again/node.key"), key).unwrap();
-    let (_, again) = node(&dir, "again").await;
+    let (_, again) = swarm(&dir, "again");
     assert_eq!(again.peer_id(), first);
     let mode = std::fs::metadata(dir.path().join("node/node.key"))
         .unwrap()

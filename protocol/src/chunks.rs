@@ -139,6 +139,29 @@ impl ChunkBitmap {
         index < self.len && self.bits[(index / 8) as usize] & (1 << (index % 8)) != 0
     }
 
+    /// True if and only if every chunk of `range` is present (an empty
+    /// range counts as present; chunks past the end as missing).
+    pub fn has_range(&self, range: Range<u64>) -> bool {
+        if range.end > self.len {
+            return range.is_empty();
+        }
+        let mut index = range.start;
+        while index < range.end {
+            if index % 8 == 0 && index + 8 <= range.end {
+                if self.bits[(index / 8) as usize] != 0xff {
+                    return false;
+                }
+                index += 8;
+            } else {
+                if !self.get(index) {
+                    return false;
+                }
+                index += 1;
+            }
+        }
+        true
+    }
+
     /// Marks chunk `index` present; returns true if it was missing.
     ///
     /// # Panics
@@ -255,6 +278,18 @@ mod tests {
             let back = ChunkBitmap::from_bytes(len, bitmap.as_bytes()).unwrap();
             prop_assert_eq!(back.count(), bitmap.count());
             prop_assert_eq!(back, bitmap);
+        }
+
+        #[test]
+        fn has_range_agrees_with_get(len in 1u64..200, picks in proptest::collection::vec(any::<u64>(), 0..200), a in any::<u64>(), b in any::<u64>()) {
+            let mut bitmap = ChunkBitmap::new(len);
+            for pick in &picks {
+                bitmap.set(pick % len);
+            }
+            let (a, b) = (a % (len + 1), b % (len + 1));
+            let range = a.min(b)..a.max(b);
+            prop_assert_eq!(bitmap.has_range(range.clone()), range.clone().all(|i| bitmap.get(i)));
+            prop_assert!(!bitmap.has_range(0..len + 1));
         }
     }
 }

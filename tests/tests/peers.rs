@@ -73,7 +73,7 @@ async fn a_peer_without_the_blob_gives_a_clear_error() {
     let out = leech.run(&["fetch", &missing, "--peer", &addr]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("no peer could deliver"),
+        stderr(&out).contains("no connected peer has it"),
         "{}",
         stderr(&out)
     );

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
-use p2pmodel_node::swarm::{Swarm, getter};
-use p2pmodel_node::{CancellationToken, ProgressTracker};
+use p2pmodel_node::swarm::Swarm;
+use p2pmodel_node::{CancellationToken, Fetcher, FetcherConfig, ProgressTracker};
 use p2pmodel_store::Store;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -33,7 +33,7 @@ async fn main() -> Result<()> {
     let seed_store = Store::open(work.path().join("seed"))?;
     let hash = seed_store.import_file(&source)?;
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let seed = Swarm::spawn(seed_store, &[listen]).await?;
+    let seed = Swarm::spawn(seed_store, &[listen])?;
     let mut addrs = seed.listen_addrs().await;
     while addrs.is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -47,19 +47,21 @@ async fn main() -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         tcp.push(raw_tcp_copy(&source, &dir.join("tcp")).await?);
         let store = Store::open(dir.join("store"))?;
-        let leech = Swarm::spawn(store.clone(), &[]).await?;
-        let peer = leech.dial(addrs[0].clone()).await?;
+        let leech = Swarm::spawn(store.clone(), &[])?;
         let started = Instant::now();
-        getter::fetch_blob(
-            &store,
-            &leech,
-            peer,
-            hash,
-            &ProgressTracker::new(),
-            CancellationToken::new(),
-        )
-        .await?;
+        leech.dial(addrs[0].clone()).await?;
+        Fetcher::new(store, FetcherConfig::default())
+            .with_swarm(leech.clone())
+            .fetch_blob(
+                hash,
+                &[],
+                None,
+                &ProgressTracker::new(),
+                CancellationToken::new(),
+            )
+            .await?;
         swarm.push(started.elapsed());
+        leech.shutdown().await;
         std::fs::remove_dir_all(dir.join("tcp")).ok();
     }
     let (tcp, swarm) = (median(&tcp), median(&swarm));

@@ -2,31 +2,28 @@
 //!
 //! Prints the peer id and the addresses to dial, one per line, and writes
 //! the addresses to `STORE/daemon.addrs` so that tools and tests can find
-//! the daemon. Discovery (mDNS, the DHT) and the control API come later:
-//! peers dial it with `p2pmodel fetch HASH --peer ADDRESS`.
+//! the daemon. Peers dial it with `p2pmodel fetch HASH --peer ADDRESS`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use p2pmodel_node::swarm::Swarm;
-use p2pmodel_store::Store;
+use std::path::PathBuf;
+
+use p2pmodel_node::NodeBuilder;
+
+use super::fetch::multiaddrs;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// File in the store folder listing the daemon's addresses.
 pub const ADDRS_FILE: &str = "daemon.addrs";
 
-pub async fn run(store: Store, listen: &[String]) -> anyhow::Result<ExitCode> {
-    let listen = listen
-        .iter()
-        .map(|text| {
-            text.parse()
-                .with_context(|| format!("{text:?} is not a multiaddr"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let root = store.root().to_path_buf();
-    let swarm = Swarm::spawn(store, &listen)
-        .await
-        .context("starting the swarm")?;
+pub async fn run(root: PathBuf, listen: &[String]) -> anyhow::Result<ExitCode> {
+    let listen = multiaddrs(listen)?;
+    let node = NodeBuilder::new(&root)
+        .swarm(listen.clone())
+        .spawn()
+        .with_context(|| format!("starting a node on the store at {}", root.display()))?;
+    let swarm = node.swarm().expect("the node joined the swarm").clone();
     let mut addrs = swarm.listen_addrs().await;
     while addrs.len() < listen.len() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -47,5 +44,6 @@ pub async fn run(store: Store, listen: &[String]) -> anyhow::Result<ExitCode> {
         _ = terminate.recv() => {}
     }
     let _ = std::fs::remove_file(&file);
+    node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

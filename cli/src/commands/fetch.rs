@@ -1,5 +1,7 @@
-//! `p2pmodel fetch HASH --mirror URL` and `p2pmodel fetch URL`, run by an
-//! in-process [`Node`](p2pmodel_node::Node).
+//! `p2pmodel fetch HASH [--mirror URL] [--peer ADDR]` and `p2pmodel fetch
+//! URL`, run by an in-process [`Node`](p2pmodel_node::Node). With `--peer`
+//! or `--listen` the node joins the swarm: it fetches from every connected
+//! peer and mirror at once and serves what it has verified meanwhile.
 //!
 //! Ctrl+C pauses: the request is cancelled, the node commits what was
 //! verified, a one-line message says so, and the exit status is 130. The
@@ -9,14 +11,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use p2pmodel_node::download::DownloadConfig;
 use p2pmodel_node::hf::HfRef;
-use p2pmodel_node::mirror::DownloadConfig;
-use p2pmodel_node::swarm::{Swarm, getter};
-use p2pmodel_node::{
-    CancellationToken, FetchError, FetchRequest, Fetched, FetcherConfig, Node, NodeBuilder,
-    NodeError, ProgressTracker,
-};
-use p2pmodel_protocol::{Hash, Sha256};
+use p2pmodel_node::{FetchRequest, Fetched, FetcherConfig, NodeBuilder, NodeError};
+use p2pmodel_protocol::Sha256;
 use url::Url;
 
 use super::{human_bytes, parse_hash};
@@ -31,37 +29,13 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
     let display = Display::choose(args.json);
     let config = FetcherConfig::default()
         .with_download(DownloadConfig::default().with_parallel(args.parallel));
-    let node = NodeBuilder::new(&store_dir)
-        .fetcher_config(config)
-        .spawn()
-        .with_context(|| format!("opening the store at {}", store_dir.display()))?;
-    if !args.peers.is_empty() {
-        let hash = parse_hash(&args.target).context("--peer goes with a blob hash")?;
-        match from_peers(&node, hash, &args.peers, display).await? {
-            PeerOutcome::Fetched(path) => {
-                let path = match &args.output {
-                    Some(output) => {
-                        node.store().export(hash, output)?;
-                        output.clone()
-                    }
-                    None => path,
-                };
-                node.shutdown().await;
-                println!("{}", path.display());
-                return Ok(ExitCode::SUCCESS);
-            }
-            PeerOutcome::Interrupted => {
-                node.shutdown().await;
-                eprintln!("p2pmodel: paused; run the same command again to resume");
-                return Ok(ExitCode::from(INTERRUPTED));
-            }
-            PeerOutcome::Failed if args.mirrors.is_empty() => {
-                node.shutdown().await;
-                bail!("no peer could deliver {hash}, and no mirror was given");
-            }
-            PeerOutcome::Failed => {}
-        }
+    let mut builder = NodeBuilder::new(&store_dir).fetcher_config(config);
+    if !args.peers.is_empty() || !args.listen.is_empty() {
+        builder = builder.swarm(multiaddrs(&args.listen)?);
     }
+    let node = builder
+        .spawn()
+        .with_context(|| format!("starting a node on the store at {}", store_dir.display()))?;
     let mut handle = node.fetch(request)?;
     let progress = handle.progress();
     let shown = tokio::spawn(progress::show(display, label, progress.clone()));
@@ -103,66 +77,6 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
         tracing::info!(files = manifest.files().len(), "model fetched");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-enum PeerOutcome {
-    Fetched(PathBuf),
-    Interrupted,
-    Failed,
-}
-
-/// Tries each peer in turn for the blob `hash`; Ctrl+C pauses.
-async fn from_peers(
-    node: &Node,
-    hash: Hash,
-    peers: &[String],
-    display: Display,
-) -> anyhow::Result<PeerOutcome> {
-    let swarm = Swarm::spawn(node.store().clone(), &[])
-        .await
-        .context("starting the swarm")?;
-    let cancel = CancellationToken::new();
-    let interrupt = tokio::spawn({
-        let cancel = cancel.clone();
-        async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
-        }
-    });
-    let mut outcome = PeerOutcome::Failed;
-    for text in peers {
-        let addr: libp2p::Multiaddr = text
-            .parse()
-            .with_context(|| format!("{text:?} is not a multiaddr"))?;
-        let peer = match swarm.dial(addr).await {
-            Ok(peer) => peer,
-            Err(error) => {
-                eprintln!("p2pmodel: peer {text}: {error}");
-                continue;
-            }
-        };
-        let progress = ProgressTracker::new();
-        let shown = tokio::spawn(progress::show(display, hash.short(), progress.subscribe()));
-        let result =
-            getter::fetch_blob(node.store(), &swarm, peer, hash, &progress, cancel.clone()).await;
-        shown.abort();
-        let _ = shown.await;
-        progress::finish(display, &progress.snapshot());
-        match result {
-            Ok(path) => {
-                outcome = PeerOutcome::Fetched(path);
-                break;
-            }
-            Err(FetchError::Cancelled) => {
-                outcome = PeerOutcome::Interrupted;
-                break;
-            }
-            Err(error) => eprintln!("p2pmodel: {error:#}"),
-        }
-    }
-    interrupt.abort();
-    Ok(outcome)
 }
 
 /// The node request for the typed arguments, a label for the progress
@@ -210,10 +124,27 @@ fn request(args: &FetchArgs) -> anyhow::Result<(FetchRequest, String, bool)> {
             false,
         )
     };
+    if !args.peers.is_empty() {
+        if parse_hash(&args.target).is_err() {
+            bail!("--peer goes with a blob or model hash");
+        }
+        request = request.with_peers(multiaddrs(&args.peers)?);
+    }
     if let Some(output) = &args.output {
         request = request.with_output(output);
     }
     Ok((request, label, prints_hash))
+}
+
+/// Parses multiaddrs as typed.
+pub fn multiaddrs(texts: &[String]) -> anyhow::Result<Vec<libp2p::Multiaddr>> {
+    texts
+        .iter()
+        .map(|text| {
+            text.parse()
+                .with_context(|| format!("{text:?} is not a multiaddr"))
+        })
+        .collect()
 }
 
 fn http_url(text: &str) -> anyhow::Result<Url> {

@@ -33,7 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServeMirror { dir, listen, rate } => {
             serve::run(&dir, &listen, rate.as_deref()).await
         }
-        Command::Daemon { listen } => daemon::run(open()?, &listen).await,
+        Command::Daemon { listen } => daemon::run(store_dir(cli.store)?, &listen).await,
         Command::Demo { size_mib, keep } => demo::run(size_mib, keep).await,
     }
 }

@@ -49,3 +49,18 @@ impl From<p2pmodel_store::Error> for NodeError {
         NodeError::Store(Arc::new(error))
     }
 }
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The store could not be opened (another process holds it, say).
+    #[error(transparent)]
+    Store(#[from] p2pmodel_store::OpenError),
+    /// The swarm could not start (a listen address is taken, say).
+    #[error("starting the swarm")]
+    Swarm(#[from] crate::swarm::PeerError),
+    /// `HF_ENDPOINT` is not a usable URL.
+    #[error("HF_ENDPOINT: {0}")]
+    HubEndpoint(String),
+}

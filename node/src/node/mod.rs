@@ -31,13 +31,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use libp2p::Multiaddr;
 use p2pmodel_protocol::Hash;
-use p2pmodel_store::{OpenError, Store};
+use p2pmodel_store::Store;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-pub use error::NodeError;
+pub use error::{NodeError, SpawnError};
 pub use lifecycle::LifecycleState;
 pub use request::{FetchHandle, FetchRequest, RequestId};
 
@@ -45,6 +46,7 @@ use crate::bandwidth::Bandwidth;
 use crate::fetch::{Fetcher, FetcherConfig};
 use crate::hf::Hub;
 use crate::progress::ProgressTracker;
+use crate::swarm::Swarm;
 use request::TransferKey;
 use transfer::Transfer;
 
@@ -78,6 +80,7 @@ pub struct NodeBuilder {
     fetcher: FetcherConfig,
     resume_check: Option<ResumeCheck>,
     hub: Option<Hub>,
+    swarm: Option<Vec<Multiaddr>>,
 }
 
 impl NodeBuilder {
@@ -91,7 +94,16 @@ impl NodeBuilder {
             fetcher: FetcherConfig::default(),
             resume_check: None,
             hub: None,
+            swarm: None,
         }
+    }
+
+    /// Joins the swarm: serves the store's verified chunks to peers,
+    /// listening on `listen` (none: only peers it dials reach it), and
+    /// fetches from every connected peer that holds what it needs.
+    pub fn swarm(mut self, listen: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.swarm = Some(listen.into_iter().collect());
+        self
     }
 
     /// The Hugging Face Hub for `hf://` names (default: `HF_ENDPOINT` and
@@ -134,27 +146,31 @@ impl NodeBuilder {
         self
     }
 
-    /// Opens the store and starts the node. Call within a tokio runtime.
+    /// Opens the store and starts the node (and its swarm, if asked for).
+    /// Call within a tokio runtime.
     ///
     /// # Errors
-    /// When the store cannot be opened (another process holds it, say).
-    pub fn spawn(self) -> Result<Node, OpenError> {
+    /// When the store cannot be opened (another process holds it, say) or
+    /// the swarm cannot listen.
+    pub fn spawn(self) -> Result<Node, SpawnError> {
         let hub = match self.hub {
             Some(hub) => hub,
-            None => Hub::from_env().map_err(|error| OpenError::Io {
-                path: self.store.clone(),
-                source: std::io::Error::other(format!("HF_ENDPOINT: {error}")),
-            })?,
+            None => Hub::from_env().map_err(|error| SpawnError::HubEndpoint(error.to_string()))?,
         };
         let store = Store::open(&self.store)?;
+        let swarm = match &self.swarm {
+            Some(listen) => Some(Swarm::spawn(store.clone(), listen)?),
+            None => None,
+        };
         let mut config = self.fetcher;
         config.http = config.http.with_bearer(hub.bearer());
         if let Some(rate) = self.bandwidth {
             config.download = config.download.with_bandwidth(Some(Bandwidth::new(rate)));
         }
-        let fetcher = Fetcher::new(store.clone(), config.clone());
+        let fetcher = new_fetcher(&store, &config, swarm.as_ref());
         let shared = Shared {
             store,
+            swarm,
             config,
             mirrors: self.mirrors,
             hub,
@@ -197,6 +213,7 @@ impl std::fmt::Debug for Node {
 
 struct Shared {
     store: Store,
+    swarm: Option<Swarm>,
     config: FetcherConfig,
     mirrors: Vec<Url>,
     hub: Hub,
@@ -227,6 +244,11 @@ impl Node {
     /// The store the node writes into.
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// The node's swarm, if it joined one ([`NodeBuilder::swarm`]).
+    pub fn swarm(&self) -> Option<&Swarm> {
+        self.shared.swarm.as_ref()
     }
 
     /// Starts or joins the transfer for `request`. Returns at once, before
@@ -290,8 +312,9 @@ impl Node {
     }
 
     /// Stops all network activity: new work is refused, HTTP requests end,
-    /// connections close; transfers wait and go on after [`Node::resume`].
-    /// Idempotent and never gated; returns once the node is suspended.
+    /// connections close, the swarm closes its listeners and connections;
+    /// transfers wait and go on after [`Node::resume`]. Idempotent and
+    /// never gated; returns once the node is suspended.
     pub async fn suspend(&self) {
         let _serial = self.shared.lifecycle_ops.lock().await;
         if self.state() != LifecycleState::Active {
@@ -304,6 +327,9 @@ impl Node {
         drop(client);
         let mut attempts = self.shared.attempts.subscribe();
         let _ = attempts.wait_for(|running| *running == 0).await;
+        if let Some(swarm) = &self.shared.swarm {
+            swarm.suspend().await;
+        }
         self.shared
             .lifecycle
             .send_replace(LifecycleState::Suspended);
@@ -332,7 +358,19 @@ impl Node {
                 return Err(NodeError::ResumeFailed(reason));
             }
         }
-        let fetcher = Fetcher::new(self.shared.store.clone(), self.shared.config.clone());
+        if let Some(swarm) = &self.shared.swarm {
+            if let Err(error) = swarm.resume().await {
+                self.shared
+                    .lifecycle
+                    .send_replace(LifecycleState::Suspended);
+                return Err(NodeError::ResumeFailed(error.to_string()));
+            }
+        }
+        let fetcher = new_fetcher(
+            &self.shared.store,
+            &self.shared.config,
+            self.shared.swarm.as_ref(),
+        );
         self.tables().fetcher = Some(fetcher);
         self.shared.lifecycle.send_replace(LifecycleState::Active);
         Ok(())
@@ -358,6 +396,9 @@ impl Node {
             let _ = transfer.wait_for(|finished| *finished).await;
         }
         self.tables().fetcher = None;
+        if let Some(swarm) = &self.shared.swarm {
+            swarm.shutdown().await;
+        }
     }
 
     fn gate(&self) -> Result<(), NodeError> {
@@ -438,6 +479,7 @@ impl Node {
             generation,
             target: request.target,
             mirrors: request.mirrors,
+            peers: request.peers,
         };
         tokio::spawn(transfer::run(
             self.clone(),
@@ -470,5 +512,14 @@ impl Node {
             tables.stopping.push(transfer);
         }
         Ok(())
+    }
+}
+
+/// A fetcher for the node's store, settings and swarm.
+fn new_fetcher(store: &Store, config: &FetcherConfig, swarm: Option<&Swarm>) -> Fetcher {
+    let fetcher = Fetcher::new(store.clone(), config.clone());
+    match swarm {
+        Some(swarm) => fetcher.with_swarm(swarm.clone()),
+        None => fetcher,
     }
 }

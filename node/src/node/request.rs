@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use libp2p::Multiaddr;
 use p2pmodel_protocol::{Hash, Sha256};
 use tokio::sync::{oneshot, watch};
 use url::Url;
@@ -31,6 +32,7 @@ impl std::fmt::Display for RequestId {
 pub struct FetchRequest {
     pub(crate) target: Target,
     pub(crate) mirrors: Vec<Url>,
+    pub(crate) peers: Vec<Multiaddr>,
     pub(crate) output: Option<PathBuf>,
 }
 
@@ -55,6 +57,7 @@ impl FetchRequest {
         Self {
             target: Target::Hash(hash),
             mirrors: Vec::new(),
+            peers: Vec::new(),
             output: None,
         }
     }
@@ -64,6 +67,7 @@ impl FetchRequest {
         Self {
             target: Target::Url { url, sha256: None },
             mirrors: Vec::new(),
+            peers: Vec::new(),
             output: None,
         }
     }
@@ -74,6 +78,7 @@ impl FetchRequest {
         Self {
             target: Target::Hf(name),
             mirrors: Vec::new(),
+            peers: Vec::new(),
             output: None,
         }
     }
@@ -87,6 +92,20 @@ impl FetchRequest {
     /// Adds mirrors.
     pub fn with_mirrors(mut self, mirrors: impl IntoIterator<Item = Url>) -> Self {
         self.mirrors.extend(mirrors);
+        self
+    }
+
+    /// Adds a peer to dial (a multiaddr, with or without `/p2p/PEER_ID`)
+    /// before fetching by hash; every connected peer is asked anyway. Needs
+    /// a node that joined the swarm ([`NodeBuilder::swarm`](super::NodeBuilder::swarm)).
+    pub fn with_peer(mut self, peer: Multiaddr) -> Self {
+        self.peers.push(peer);
+        self
+    }
+
+    /// Adds peers to dial, as [`FetchRequest::with_peer`].
+    pub fn with_peers(mut self, peers: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.peers.extend(peers);
         self
     }
 

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use libp2p::Multiaddr;
+
 use p2pmodel_protocol::{Hash, Manifest};
 use p2pmodel_store::PartialKey;
 use tokio::sync::{oneshot, watch};
@@ -25,6 +27,9 @@ use super::{LifecycleState, Node, NodeError, RequestId};
 use crate::error::FetchError;
 use crate::fetch::{Fetched, Fetcher, HfFetched, sibling};
 use crate::progress::{Phase, Progress, ProgressTracker, SourceProgress};
+
+/// Longest wait for a peer given with the request to answer a dial.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running or stopping transfer, as the node's table holds it.
 pub(crate) struct Transfer {
@@ -50,6 +55,7 @@ pub(crate) struct Spec {
     pub(crate) generation: u64,
     pub(crate) target: Target,
     pub(crate) mirrors: Vec<Url>,
+    pub(crate) peers: Vec<Multiaddr>,
 }
 
 /// What a successful transfer produced.
@@ -186,6 +192,7 @@ async fn fetch(
         Target::Hash(hash) => {
             let mut mirrors = spec.mirrors.clone();
             mirrors.extend(node.content_mirrors(*hash));
+            node.dial(&spec.peers).await;
             match fetcher
                 .fetch_blob_or_manifest(*hash, &mirrors, progress, cancel.clone())
                 .await?
@@ -228,7 +235,11 @@ async fn fetch_model_files(
                     .iter()
                     .filter_map(|model_url| sibling(model_url, &file.path)),
             );
-            node.subscribe(FetchRequest::hash(file.hash).with_mirrors(urls))
+            node.subscribe(
+                FetchRequest::hash(file.hash)
+                    .with_mirrors(urls)
+                    .with_peers(spec.peers.iter().cloned()),
+            )
         })
         .collect();
     let ids: Vec<RequestId> = files.iter().map(FetchHandle::id).collect();
@@ -370,6 +381,25 @@ impl Node {
         let _ = lifecycle
             .wait_for(|state| *state != LifecycleState::Active)
             .await;
+    }
+
+    /// Dials `peers` (at once, each for at most a few seconds); a peer that
+    /// cannot be reached is logged and left out.
+    async fn dial(&self, peers: &[Multiaddr]) {
+        let Some(swarm) = &self.shared.swarm else {
+            if !peers.is_empty() {
+                tracing::warn!("peers were given to a node without a swarm; ignoring them");
+            }
+            return;
+        };
+        let dials = peers.iter().map(|addr| async move {
+            match tokio::time::timeout(DIAL_TIMEOUT, swarm.dial(addr.clone())).await {
+                Ok(Ok(peer)) => tracing::debug!(%addr, %peer, "connected"),
+                Ok(Err(error)) => tracing::warn!(%addr, %error, "cannot reach peer"),
+                Err(_) => tracing::warn!(%addr, "peer did not answer in time"),
+            }
+        });
+        futures_util::future::join_all(dials).await;
     }
 
     /// `BASE/HASH` for each content-addressed mirror of the node.

@@ -11,8 +11,10 @@
 //! frame, one response frame, then the stream is closed (dropping an open
 //! yamux stream would reset it).
 //!
-//! Not yet here: mDNS and Kademlia discovery, fetching from several peers
-//! and mirrors at once, and closing listeners on `Node::suspend`.
+//! [`Swarm::suspend`] closes every listener and connection (the node's
+//! `suspend` calls it); [`Swarm::resume`] listens again on the same
+//! addresses. Peers are found by dialing them (`--peer`) or when they dial
+//! in; a download uses every connected peer that has chunks it needs.
 
 mod frame;
 pub mod getter;
@@ -20,16 +22,21 @@ mod provider;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, noise, tcp, yamux};
 use p2pmodel_protocol::wire::WireError;
 use p2pmodel_store::Store;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The chunk exchange protocol (see `p2pmodel_protocol::wire`).
 pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pmodel/chunks/1");
@@ -49,6 +56,9 @@ pub enum PeerError {
     /// No stream could be opened.
     #[error("cannot open a stream: {0}")]
     Open(String),
+    /// The peer refused or answered something unusable.
+    #[error("the peer refused: {0}")]
+    Refused(String),
     /// The peer did not answer in time.
     #[error("the peer did not answer within {0:?}")]
     Timeout(Duration),
@@ -67,8 +77,11 @@ struct Behaviour {
 }
 
 enum Command {
-    Dial(Multiaddr, PeerId, oneshot::Sender<Result<(), String>>),
+    Dial(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    Suspend(oneshot::Sender<()>),
+    Resume(oneshot::Sender<Result<(), String>>),
 }
 
 /// A running libp2p node serving the store. Cloning is shallow.
@@ -77,6 +90,10 @@ pub struct Swarm {
     peer_id: PeerId,
     control: libp2p_stream::Control,
     commands: mpsc::Sender<Command>,
+    /// Fired by [`Swarm::shutdown`].
+    stop: CancellationToken,
+    /// The event loop and the provider; awaited by [`Swarm::shutdown`].
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Swarm {
@@ -94,7 +111,7 @@ impl Swarm {
     ///
     /// # Errors
     /// [`PeerError::Setup`] when the identity or a listener cannot be set up.
-    pub async fn spawn(store: Store, listen: &[Multiaddr]) -> Result<Self, PeerError> {
+    pub fn spawn(store: Store, listen: &[Multiaddr]) -> Result<Self, PeerError> {
         let keypair = identity(store.root())?;
         let peer_id = keypair.public().to_peer_id();
         let setup = |e: &dyn std::fmt::Display| PeerError::Setup(e.to_string());
@@ -118,18 +135,32 @@ impl Swarm {
                 config.with_idle_connection_timeout(Duration::from_secs(60))
             })
             .build();
+        let mut listeners = Vec::new();
         for addr in listen {
-            swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
+            let id = swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
+            listeners.push((id, addr.clone()));
         }
         let mut control = swarm.behaviour().stream.new_control();
         let incoming = control.accept(CHUNK_PROTOCOL).map_err(|e| setup(&e))?;
-        tokio::spawn(provider::serve(store, incoming));
+        let stop = CancellationToken::new();
+        let provider = tokio::spawn(provider::serve(store, incoming, stop.clone()));
         let (commands, receiver) = mpsc::channel(16);
-        tokio::spawn(run(swarm, receiver));
+        let event_loop = tokio::spawn(
+            EventLoop {
+                swarm,
+                listeners,
+                closed: Vec::new(),
+                dialing: HashMap::new(),
+                suspended: None,
+            }
+            .run(receiver, stop.clone()),
+        );
         Ok(Self {
             peer_id,
             control,
             commands,
+            stop,
+            tasks: Arc::new(Mutex::new(vec![event_loop, provider])),
         })
     }
 
@@ -141,38 +172,73 @@ impl Swarm {
     /// The addresses it listens on, each ending in `/p2p/PEER_ID`.
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
         let (reply, answer) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::ListenAddrs(reply))
-            .await
-            .is_err()
-        {
+        if self.send(Command::ListenAddrs(reply)).await.is_err() {
             return Vec::new();
         }
         answer.await.unwrap_or_default()
     }
 
-    /// Connects to the peer at `addr`, which must end in `/p2p/PEER_ID`;
-    /// returns that id once connected.
+    /// Connects to the peer at `addr` (ending in `/p2p/PEER_ID` or not);
+    /// returns the peer's id once connected.
     ///
     /// # Errors
-    /// [`PeerError::Open`] when the address has no peer id or the dial fails.
+    /// [`PeerError::Open`] when the dial fails or the swarm is suspended.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, PeerError> {
-        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
-            return Err(PeerError::Open(format!(
-                "{addr} does not end in /p2p/PEER_ID"
-            )));
-        };
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Dial(addr, peer, reply))
-            .await
-            .map_err(|_| PeerError::Stopped)?;
+        self.send(Command::Dial(addr, reply)).await?;
         answer
             .await
             .map_err(|_| PeerError::Stopped)?
-            .map_err(PeerError::Open)?;
-        Ok(peer)
+            .map_err(PeerError::Open)
+    }
+
+    /// The peers connected now, whoever dialed.
+    pub async fn connected_peers(&self) -> Vec<PeerId> {
+        let (reply, answer) = oneshot::channel();
+        if self.send(Command::ConnectedPeers(reply)).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Closes every listener and connection; returns once none is left.
+    /// Dials fail until [`Swarm::resume`]. Idempotent.
+    pub async fn suspend(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.send(Command::Suspend(reply)).await.is_ok() {
+            let _ = answer.await;
+        }
+    }
+
+    /// Listens again on the addresses it had before [`Swarm::suspend`]
+    /// (the same ports when they are free). Idempotent.
+    ///
+    /// # Errors
+    /// [`PeerError::Setup`] when no listener can be opened again.
+    pub async fn resume(&self) -> Result<(), PeerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Resume(reply)).await?;
+        answer
+            .await
+            .map_err(|_| PeerError::Stopped)?
+            .map_err(PeerError::Setup)
+    }
+
+    /// Stops the swarm: closes every socket, waits for answers under way,
+    /// and lets go of the store. Every clone stops working.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    async fn send(&self, command: Command) -> Result<(), PeerError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| PeerError::Stopped)
     }
 
     pub(crate) fn control(&self) -> libp2p_stream::Control {
@@ -203,41 +269,182 @@ fn identity(root: &Path) -> Result<Keypair, PeerError> {
 }
 
 /// The event loop: owns the libp2p swarm, answers commands.
-async fn run(mut swarm: libp2p::Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
-    let mut dialing: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>> = HashMap::new();
-    loop {
-        tokio::select! {
-            command = commands.recv() => match command {
-                None => return,
-                Some(Command::ListenAddrs(reply)) => {
-                    let me = *swarm.local_peer_id();
-                    let addrs = swarm.listeners().map(|a| a.clone().with(Protocol::P2p(me))).collect();
-                    let _ = reply.send(addrs);
-                }
-                Some(Command::Dial(addr, peer, reply)) => {
-                    if swarm.is_connected(&peer) {
-                        let _ = reply.send(Ok(()));
-                    } else if let Err(error) = swarm.dial(addr) {
-                        let _ = reply.send(Err(error.to_string()));
-                    } else {
-                        dialing.entry(peer).or_default().push(reply);
-                    }
-                }
-            },
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                    for reply in dialing.remove(&peer_id).unwrap_or_default() {
-                        let _ = reply.send(Ok(()));
-                    }
-                }
-                SwarmEvent::OutgoingConnectionError { peer_id: Some(peer_id), error, .. } => {
-                    for reply in dialing.remove(&peer_id).unwrap_or_default() {
-                        let _ = reply.send(Err(error.to_string()));
-                    }
-                }
-                SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
-                _ => {}
-            },
+struct EventLoop {
+    swarm: libp2p::Swarm<Behaviour>,
+    /// Listeners open now, each with the address it was asked for; once
+    /// bound, a port 0 in it is replaced by the port taken, so that
+    /// `resume` listens on the same port again.
+    listeners: Vec<(ListenerId, Multiaddr)>,
+    /// The listeners' addresses while suspended, to listen on again.
+    closed: Vec<Multiaddr>,
+    dialing: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    /// While suspended: callers of `suspend` waiting for the last socket
+    /// to close; `None` while active.
+    suspended: Option<Vec<oneshot::Sender<()>>>,
+}
+
+impl EventLoop {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(command) => self.command(command),
+                },
+                event = self.swarm.select_next_some() => self.event(event),
+            }
+            self.answer_suspend();
         }
     }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::ListenAddrs(reply) => {
+                let me = *self.swarm.local_peer_id();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with(Protocol::P2p(me)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Dial(addr, reply) => self.dial(addr, reply),
+            Command::Suspend(reply) => {
+                if self.suspended.is_none() {
+                    self.close_everything();
+                }
+                self.suspended.get_or_insert_with(Vec::new).push(reply);
+            }
+            Command::Resume(reply) => {
+                let _ = reply.send(self.resume());
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>>) {
+        if self.suspended.is_some() {
+            let _ = reply.send(Err("the node is suspended".into()));
+            return;
+        }
+        let opts = match addr.iter().last() {
+            Some(Protocol::P2p(peer)) if self.swarm.is_connected(&peer) => {
+                let _ = reply.send(Ok(peer));
+                return;
+            }
+            Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build(),
+            _ => DialOpts::unknown_peer_id().address(addr).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dialing.insert(id, reply);
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error.to_string()));
+            }
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if self.suspended.is_some() {
+                    // Raced with `suspend`: nothing may stay open.
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                }
+                if let Some(reply) = self.dialing.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.dialing.remove(&connection_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                tracing::info!(%address, "listening");
+                if let Some((_, asked)) =
+                    self.listeners.iter_mut().find(|(id, _)| *id == listener_id)
+                {
+                    *asked = with_bound_port(asked, &address);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes every listener (remembering its address for `resume`) and
+    /// closes every connection.
+    fn close_everything(&mut self) {
+        for (id, addr) in std::mem::take(&mut self.listeners) {
+            self.swarm.remove_listener(id);
+            self.closed.push(addr);
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Answers the callers of `suspend` once no socket is left.
+    fn answer_suspend(&mut self) {
+        let Some(waiting) = &mut self.suspended else {
+            return;
+        };
+        let idle = self.swarm.listeners().next().is_none()
+            && self.swarm.connected_peers().next().is_none();
+        if idle {
+            for reply in waiting.drain(..) {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn resume(&mut self) -> Result<(), String> {
+        if self.suspended.take().is_none() {
+            return Ok(());
+        }
+        for addr in std::mem::take(&mut self.closed) {
+            let id = self
+                .swarm
+                .listen_on(addr.clone())
+                .map_err(|e| format!("{addr}: {e}"))?;
+            self.listeners.push((id, addr));
+        }
+        Ok(())
+    }
+}
+
+/// `asked` with its TCP port 0 replaced by the port of `bound`; `asked`
+/// itself when it named a port.
+fn with_bound_port(asked: &Multiaddr, bound: &Multiaddr) -> Multiaddr {
+    let port = bound.iter().find_map(|p| match p {
+        Protocol::Tcp(port) => Some(port),
+        _ => None,
+    });
+    asked
+        .iter()
+        .map(|p| match (p, port) {
+            (Protocol::Tcp(0), Some(port)) => Protocol::Tcp(port),
+            (p, _) => p,
+        })
+        .collect()
 }

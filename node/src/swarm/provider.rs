@@ -16,6 +16,7 @@ use p2pmodel_protocol::verified::outboard_size;
 use p2pmodel_protocol::wire::{MAX_FRAME, Refusal, Request, Response};
 use p2pmodel_store::Store;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::frame;
 
@@ -24,15 +25,25 @@ const MAX_REQUEST: usize = 1024;
 /// Requests answered at once; more are refused as busy.
 const MAX_ANSWERING: usize = 64;
 
-/// Answers every incoming stream of the chunk protocol until the stream of
-/// incoming streams ends.
-pub(crate) async fn serve(store: Store, mut incoming: libp2p_stream::IncomingStreams) {
+/// Answers every incoming stream of the chunk protocol until `stop`
+/// fires, then waits for the answers under way, so that the store is let
+/// go of when this returns.
+pub(crate) async fn serve(
+    store: Store,
+    mut incoming: libp2p_stream::IncomingStreams,
+    stop: CancellationToken,
+) {
     use futures::StreamExt;
     let answering = Arc::new(Semaphore::new(MAX_ANSWERING));
-    while let Some((peer, stream)) = incoming.next().await {
+    let mut answers = tokio::task::JoinSet::new();
+    while let Some(Some((peer, stream))) = stop.run_until_cancelled(incoming.next()).await {
         let permit = Arc::clone(&answering).try_acquire_owned().ok();
-        tokio::spawn(answer_stream(store.clone(), peer, stream, permit));
+        answers.spawn(answer_stream(store.clone(), peer, stream, permit));
+        // Reap the finished ones so the set stays small.
+        while answers.try_join_next().is_some() {}
     }
+    drop(store);
+    while answers.join_next().await.is_some() {}
 }
 
 async fn answer_stream(

@@ -1,0 +1,187 @@
+//! The swarm side of a download: finding peers that hold chunks of the
+//! blob, and fetching one piece from a peer, every chunk checked against
+//! the blob's hash before it is written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use p2pmodel_protocol::chunks::CHUNK_SIZE;
+use p2pmodel_protocol::wire::{Refusal, Request, Response};
+use p2pmodel_protocol::{ChunkBitmap, decode_chunks};
+use tokio::sync::mpsc;
+
+use super::{Download, Failure, Kind, PEER_REFRESH, Peers, Shared, Source};
+use crate::swarm::getter::request_within;
+
+/// Longest wait for a peer to say what it holds.
+const HAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for one piece (1 MiB at 1 Mbit/s is about 8 s; a peer
+/// slower than a quarter of that loses its piece to the others).
+const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Asks every connected peer what it holds, every [`PEER_REFRESH`], for as
+/// long as the download runs: new peers become sources (their index is
+/// sent on `joined` so that workers start for them) and known ones update
+/// their bitmap. Peers that hold the whole blob are not asked again.
+pub(super) async fn find(
+    peers: Peers,
+    shared: Arc<Shared>,
+    chunks: u64,
+    joined: mpsc::Sender<usize>,
+) {
+    let mut tick = tokio::time::interval(PEER_REFRESH);
+    loop {
+        tick.tick().await;
+        let connected = peers.swarm.connected_peers().await;
+        let to_ask: Vec<PeerId> = {
+            let work = shared.lock();
+            connected
+                .into_iter()
+                .filter(|peer| {
+                    !work.sources.iter().any(|source| match &source.kind {
+                        Kind::Peer { peer: known, held } => {
+                            known == peer && (source.dropped.is_some() || held.is_complete())
+                        }
+                        Kind::Mirror { .. } => false,
+                    })
+                })
+                .collect()
+        };
+        let have = Request::Have { hash: peers.hash };
+        let answers = futures_util::future::join_all(
+            to_ask
+                .iter()
+                .map(|peer| request_within(&peers.swarm, *peer, &have, HAVE_TIMEOUT)),
+        )
+        .await;
+        let mut work = shared.lock();
+        for (peer, answer) in to_ask.into_iter().zip(answers) {
+            let held = match answer {
+                Ok(Response::Have { size, bitmap }) if chunks_of(size) == Some(chunks) => {
+                    match ChunkBitmap::from_bytes(chunks, &bitmap) {
+                        Ok(held) => held,
+                        Err(error) => {
+                            tracing::debug!(%peer, %error, "peer sent a bad bitmap");
+                            continue;
+                        }
+                    }
+                }
+                Ok(Response::Have { size, .. }) => {
+                    tracing::debug!(%peer, size, "peer has a blob of another size under this hash");
+                    continue;
+                }
+                _ => continue,
+            };
+            let known = work.sources.iter_mut().find(
+                |source| matches!(&source.kind, Kind::Peer { peer: known, .. } if *known == peer),
+            );
+            match known {
+                Some(Source {
+                    kind: Kind::Peer { held: old, .. },
+                    ..
+                }) => *old = held,
+                _ => {
+                    tracing::debug!(%peer, chunks = held.count(), "peer joins the download");
+                    work.sources.push(Source {
+                        kind: Kind::Peer { peer, held },
+                        failures: 0,
+                        dropped: None,
+                    });
+                    let _ = joined.try_send(work.sources.len() - 1);
+                }
+            }
+        }
+        work.peers_asked = true;
+        drop(work);
+        shared.wake.notify_waiters();
+    }
+}
+
+/// The chunk count of a blob of `size` bytes, if the size is one we accept.
+fn chunks_of(size: u64) -> Option<u64> {
+    (size <= p2pmodel_protocol::wire::MAX_BLOB_SIZE)
+        .then(|| p2pmodel_protocol::chunks::chunk_count(size))
+}
+
+impl Download {
+    /// Fetches `chunks` from `peer` and writes them, each checked against
+    /// the blob's hash.
+    pub(super) async fn peer_piece(
+        &self,
+        peer: PeerId,
+        chunks: std::ops::Range<u64>,
+    ) -> Result<(), Failure> {
+        let peers = self.peers.as_ref().expect("peer sources come with a swarm");
+        let (hash, size) = (peers.hash, self.partial.size());
+        let get = Request::Get {
+            hash,
+            start: chunks.start,
+            end: chunks.end,
+        };
+        let encoded = match request_within(&peers.swarm, peer, &get, PIECE_TIMEOUT).await {
+            Ok(Response::Data {
+                size: answered,
+                encoded,
+            }) if answered == size => encoded,
+            Ok(Response::Refused(Refusal::NotFound)) => return Err(Failure::Lacks),
+            Ok(Response::Refused(Refusal::Busy)) => return Err(Failure::Busy),
+            Ok(other) => {
+                return Err(Failure::Peer {
+                    error: format!("answered chunks {chunks:?} with {}", describe(&other)),
+                    fatal: true,
+                });
+            }
+            Err(error) => {
+                return Err(Failure::Peer {
+                    error: error.to_string(),
+                    fatal: false,
+                });
+            }
+        };
+        if let Some(budget) = &self.config.bandwidth {
+            budget.take(encoded.len() as u64).await;
+        }
+        let partial = Arc::clone(&self.partial);
+        let progress = self.progress.clone();
+        let name = format!("peer {peer}");
+        let writing = Arc::clone(&self.writes)
+            .acquire_owned()
+            .await
+            .expect("the write semaphore is never closed");
+        let range = chunks.clone();
+        let (decoded, stored) = tokio::task::spawn_blocking(move || {
+            // Released last, after `partial`; see `Download::writes_settled`.
+            let _writing = writing;
+            let partial = partial;
+            let mut stored = Ok(());
+            let decoded = decode_chunks(hash, size, range, &encoded[..], |offset, bytes| {
+                match partial.write_chunks(offset / CHUNK_SIZE, &bytes) {
+                    // Counted here: the worker may be gone by the end (it
+                    // lost an endgame race) while the write still happened.
+                    Ok(new) => progress.received(&name, new),
+                    Err(error) => stored = Err(error),
+                }
+                Ok(())
+            });
+            (decoded, stored)
+        })
+        .await
+        .expect("decoding does not panic");
+        stored.map_err(Failure::Store)?;
+        decoded.map_err(|error| Failure::Peer {
+            error: format!("sent chunks {chunks:?} that do not verify: {error}"),
+            fatal: true,
+        })
+    }
+}
+
+/// A short description of an unexpected answer (never its payload).
+fn describe(response: &Response) -> String {
+    match response {
+        Response::Have { .. } => "a bitmap".into(),
+        Response::Data { size, .. } => format!("data for a blob of {size} bytes"),
+        Response::Outboard { .. } => "an outboard".into(),
+        Response::Refused(refusal) => format!("a refusal ({refusal:?})"),
+    }
+}

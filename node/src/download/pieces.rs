@@ -1,0 +1,301 @@
+//! Which piece a source should fetch next: rarest first with a random
+//! tie-break, and an endgame that doubles the last pieces in flight.
+//!
+//! A piece is a run of [`DownloadConfig::request_chunks`](super::DownloadConfig)
+//! chunks (the last one shorter). Each is wanted, taken by one or two
+//! sources, or done. A source picks among the wanted pieces it can serve
+//! the one the fewest peers hold (so that what only one peer has spreads
+//! first, and mirrors fetch what peers lack); ties go to a random one.
+//! When no wanted piece is left for it, a source may double a piece
+//! another source is fetching (the endgame): whichever finishes first
+//! wins and the other is cancelled through the piece's token.
+
+use std::ops::Range;
+
+use tokio_util::sync::CancellationToken;
+
+/// Wanted pieces looked at per pick: bounds the cost of a pick on huge
+/// blobs; the window starts at a random place so every piece gets its turn.
+const SCAN: usize = 512;
+
+/// Sources fetching one piece at most (the endgame doubles, no more).
+const MAX_TAKERS: usize = 2;
+
+/// The state of every piece of one download.
+#[derive(Debug)]
+pub(crate) struct Pieces {
+    piece_chunks: u64,
+    chunks: u64,
+    states: Vec<State>,
+    /// The wanted pieces, in no order; `slot[piece]` is its index here.
+    wanted: Vec<usize>,
+    slot: Vec<usize>,
+    random: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    Wanted,
+    Taken {
+        takers: Vec<usize>,
+        done: CancellationToken,
+    },
+    Done,
+}
+
+/// A piece handed to a source: its number, chunks and the token that
+/// fires when another source finished it first.
+#[derive(Debug, Clone)]
+pub(crate) struct Pick {
+    pub(crate) piece: usize,
+    pub(crate) chunks: Range<u64>,
+    pub(crate) done: CancellationToken,
+}
+
+impl Pieces {
+    /// The pieces of a blob of `chunks` chunks; those for which `missing`
+    /// is false are done already.
+    pub(crate) fn new(
+        chunks: u64,
+        piece_chunks: u64,
+        missing: impl Fn(Range<u64>) -> bool,
+    ) -> Self {
+        let piece_chunks = piece_chunks.max(1);
+        let count = chunks.div_ceil(piece_chunks) as usize;
+        let mut pieces = Self {
+            piece_chunks,
+            chunks,
+            states: Vec::with_capacity(count),
+            wanted: Vec::new(),
+            slot: vec![usize::MAX; count],
+            random: seed(),
+        };
+        for piece in 0..count {
+            if missing(pieces.chunks(piece)) {
+                pieces.slot[piece] = pieces.wanted.len();
+                pieces.wanted.push(piece);
+                pieces.states.push(State::Wanted);
+            } else {
+                pieces.states.push(State::Done);
+            }
+        }
+        pieces
+    }
+
+    /// The chunks of `piece`.
+    pub(crate) fn chunks(&self, piece: usize) -> Range<u64> {
+        let start = piece as u64 * self.piece_chunks;
+        start..(start + self.piece_chunks).min(self.chunks)
+    }
+
+    /// Pieces being fetched now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.states
+            .iter()
+            .filter(|s| matches!(s, State::Taken { .. }))
+            .count()
+    }
+
+    /// The chunks of each wanted piece.
+    pub(crate) fn wanted(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.wanted.iter().map(|&piece| self.chunks(piece))
+    }
+
+    /// The next piece for `source`: the rarest wanted piece it can serve
+    /// (`serves` its chunks), `holders` telling how many peers hold a
+    /// piece's chunks; else, in the endgame, a piece in flight elsewhere
+    /// that it can serve.
+    pub(crate) fn pick(
+        &mut self,
+        source: usize,
+        serves: impl Fn(Range<u64>) -> bool,
+        holders: impl Fn(Range<u64>) -> usize,
+    ) -> Option<Pick> {
+        if !self.wanted.is_empty() {
+            let start = (self.next_random() % self.wanted.len() as u64) as usize;
+            let mut best: Option<(usize, usize)> = None;
+            for step in 0..self.wanted.len().min(SCAN) {
+                let piece = self.wanted[(start + step) % self.wanted.len()];
+                if !serves(self.chunks(piece)) {
+                    continue;
+                }
+                let count = holders(self.chunks(piece));
+                if best.is_none_or(|(_, fewest)| count < fewest) {
+                    best = Some((piece, count));
+                    if count == 0 {
+                        break;
+                    }
+                }
+            }
+            if let Some((piece, _)) = best {
+                return Some(self.take(piece, source));
+            }
+            return None;
+        }
+        // Endgame: double a piece in flight that this source is not on.
+        let piece = (0..self.states.len()).find(|&piece| match &self.states[piece] {
+            State::Taken { takers, .. } => {
+                takers.len() < MAX_TAKERS && !takers.contains(&source) && serves(self.chunks(piece))
+            }
+            _ => false,
+        })?;
+        Some(self.take(piece, source))
+    }
+
+    fn take(&mut self, piece: usize, source: usize) -> Pick {
+        let chunks = self.chunks(piece);
+        let done = match &mut self.states[piece] {
+            State::Taken { takers, done } => {
+                takers.push(source);
+                done.clone()
+            }
+            state => {
+                debug_assert!(matches!(state, State::Wanted));
+                let done = CancellationToken::new();
+                *state = State::Taken {
+                    takers: vec![source],
+                    done: done.clone(),
+                };
+                self.unwant(piece);
+                done
+            }
+        };
+        Pick {
+            piece,
+            chunks,
+            done,
+        }
+    }
+
+    /// `piece` is written: done for every source fetching it.
+    pub(crate) fn finished(&mut self, piece: usize) {
+        if let State::Taken { done, .. } = &self.states[piece] {
+            done.cancel();
+        }
+        if matches!(self.states[piece], State::Wanted) {
+            self.unwant(piece);
+        }
+        self.states[piece] = State::Done;
+    }
+
+    /// `source` gave `piece` up; it is wanted again unless another source
+    /// still fetches it or it is done.
+    pub(crate) fn released(&mut self, piece: usize, source: usize) {
+        if let State::Taken { takers, .. } = &mut self.states[piece] {
+            takers.retain(|s| *s != source);
+            if takers.is_empty() {
+                self.states[piece] = State::Wanted;
+                self.slot[piece] = self.wanted.len();
+                self.wanted.push(piece);
+            }
+        }
+    }
+
+    fn unwant(&mut self, piece: usize) {
+        let at = self.slot[piece];
+        self.wanted.swap_remove(at);
+        if let Some(&moved) = self.wanted.get(at) {
+            self.slot[moved] = at;
+        }
+        self.slot[piece] = usize::MAX;
+    }
+
+    /// xorshift64: enough to spread picks, no need for a crate.
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.random;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random = x;
+        x
+    }
+}
+
+/// A non-zero seed that differs between downloads and processes.
+fn seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u64) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn present_pieces_start_done_and_the_last_piece_is_short() {
+        let pieces = Pieces::new(10, 4, |range| range.start != 4);
+        assert_eq!(pieces.chunks(2), 8..10);
+        assert_eq!(pieces.wanted().collect::<Vec<_>>(), vec![0..4, 8..10]);
+    }
+
+    #[test]
+    fn the_rarest_piece_goes_first() {
+        let mut pieces = Pieces::new(40, 4, |_| true);
+        // Piece 7 is held by one peer, all others by three.
+        for _ in 0..20 {
+            let pick = pieces
+                .pick(0, |_| true, |chunks| if chunks.start == 28 { 1 } else { 3 })
+                .unwrap();
+            assert_eq!(pick.piece, 7);
+            pieces.released(7, 0);
+        }
+    }
+
+    #[test]
+    fn ties_are_broken_at_random() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let mut pieces = Pieces::new(64, 1, |_| true);
+            seen.insert(pieces.pick(0, |_| true, |_| 1).unwrap().piece);
+        }
+        assert!(seen.len() > 5, "picks were {seen:?}");
+    }
+
+    #[test]
+    fn a_source_gets_only_pieces_it_serves() {
+        let mut pieces = Pieces::new(16, 4, |_| true);
+        let pick = pieces.pick(0, |chunks| chunks == (8..12), |_| 1).unwrap();
+        assert_eq!(pick.piece, 2);
+        assert!(pieces.pick(0, |chunks| chunks == (8..12), |_| 1).is_none());
+    }
+
+    #[test]
+    fn the_endgame_doubles_a_piece_once_and_the_winner_cancels_the_other() {
+        let mut pieces = Pieces::new(8, 4, |_| true);
+        let a = pieces.pick(0, |_| true, |_| 0).unwrap();
+        let b = pieces.pick(0, |_| true, |_| 0).unwrap();
+        assert_ne!(a.piece, b.piece);
+        // Source 0 is on both: nothing for it to double.
+        assert!(pieces.pick(0, |_| true, |_| 0).is_none());
+        let double = pieces.pick(1, |_| true, |_| 0).unwrap();
+        let again = pieces.pick(1, |_| true, |_| 0).unwrap();
+        assert_ne!(double.piece, again.piece);
+        assert!(
+            pieces.pick(2, |_| true, |_| 0).is_none(),
+            "two takers at most"
+        );
+        pieces.finished(double.piece);
+        let first = if double.piece == a.piece { &a } else { &b };
+        assert!(first.done.is_cancelled());
+        pieces.released(double.piece, 0);
+        assert_eq!(
+            pieces.wanted().count(),
+            0,
+            "a finished piece is not wanted again"
+        );
+    }
+
+    #[test]
+    fn a_released_piece_is_wanted_again_and_all_done_at_the_end() {
+        let mut pieces = Pieces::new(4, 2, |_| true);
+        let a = pieces.pick(0, |_| true, |_| 0).unwrap();
+        pieces.released(a.piece, 0);
+        assert_eq!(pieces.wanted().count(), 2);
+        for _ in 0..2 {
+            let pick = pieces.pick(0, |_| true, |_| 0).unwrap();
+            pieces.finished(pick.piece);
+        }
+        assert_eq!(pieces.wanted().count(), 0);
+        assert_eq!(pieces.in_flight(), 0);
+    }
+}
