@@ -141,7 +141,8 @@ pub struct FetchArgs {
     pub include: Vec<String>,
     /// With hf://: also write the files into a Hugging Face cache, for
     /// tools that read it offline [default DIR: $HF_HUB_CACHE, else
-    /// $HF_HOME/hub, else ~/.cache/huggingface/hub]
+    /// $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+    /// ~/.cache/huggingface/hub]
     #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true)]
     pub hf_cache: Option<Option<PathBuf>>,
 }
