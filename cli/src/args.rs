@@ -109,7 +109,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
     /// BLAKE3 hash (64 hex digits) of a blob or model, an http(s) URL, or
-    /// hf://ORG/REPO[@REVISION][/PATH]
+    /// hf://ORG/REPO[@REVISION][:QUANT][/PATH]
     pub target: String,
     /// Mirror URL serving the blob (or the model's manifest); repeatable
     #[arg(long = "mirror", value_name = "URL")]
@@ -134,4 +134,19 @@ pub struct FetchArgs {
     /// Requests in flight per mirror
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+    /// With hf://: the GGUF quantization to take (e.g. Q4_K_M), like
+    /// hf://ORG/REPO:QUANT [default: the first present of Q4_K_M, Q4_K_S,
+    /// Q5_K_M, ... F16, BF16, F32, or the only one]
+    #[arg(long, value_name = "QUANT")]
+    pub quant: Option<String>,
+    /// With hf://: take only files whose path matches GLOB (`*` crosses
+    /// folders; any case); repeatable
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// With hf://: also write the files into a Hugging Face cache, for
+    /// tools that read it offline [default DIR: $HF_HUB_CACHE, else
+    /// $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+    /// ~/.cache/huggingface/hub]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true)]
+    pub hf_cache: Option<Option<PathBuf>>,
 }

@@ -25,7 +25,7 @@ use url::Url;
 
 use crate::download::{Download, DownloadConfig, DownloadError, MirrorSource};
 use crate::error::FetchError;
-use crate::hf::{HfRef, Hub};
+use crate::hf::{self, HfRef, Hub, HubError, Snapshot, SnapshotFile};
 use crate::mirror::{HttpConfig, MirrorClient, Probe};
 use crate::progress::{Phase, ProgressTracker};
 use crate::swarm::{Swarm, getter};
@@ -374,13 +374,18 @@ impl Fetcher {
         }
     }
 
-    /// Fetches a Hugging Face file, folder or repository. Each file comes
-    /// from its `resolve` URL, LFS files checked against their SHA-256;
-    /// one file is a blob, several become a model (the manifest records
-    /// their SHA-256 beside their BLAKE3).
+    /// Fetches a Hugging Face file, folder or repository at the commit its
+    /// revision points to, taking the files `name` selects (see
+    /// [`hf::select`](crate::hf::select)). Each file comes from its
+    /// `resolve` URL, LFS files checked against their SHA-256; one file
+    /// named by its path is a blob, anything else becomes a model (the
+    /// manifest records SHA-256 beside BLAKE3), so that the files of one
+    /// quantization, shards included, succeed or fail together. With a
+    /// cache folder on `hub`, the snapshot is then exported there.
     ///
     /// # Errors
-    /// [`FetchError::Hub`] when the listing fails, and the errors of
+    /// [`FetchError::Hub`] when the listing fails, the selection does not
+    /// fit the files or the cache export fails, and the errors of
     /// [`Fetcher::fetch_url`].
     pub async fn fetch_hf(
         &self,
@@ -389,16 +394,22 @@ impl Fetcher {
         progress: &ProgressTracker,
         cancel: CancellationToken,
     ) -> Result<HfFetched, FetchError> {
-        let files = tokio::select! {
-            files = hub.files(&self.client, name) => files?,
+        let listing = tokio::select! {
+            listing = hub.list(&self.client, name) => listing?,
             () = cancel.cancelled() => return Err(FetchError::Cancelled),
         };
-        let mut entries = Vec::with_capacity(files.len());
-        for file in files {
-            let url = hub.resolve_url(name, &file.path);
+        let mut entries = Vec::with_capacity(listing.files.len());
+        let mut snapshot_files = Vec::with_capacity(listing.files.len());
+        for file in listing.files {
+            let url = hub.resolve_url(&name.repo, listing.commit.as_str(), &file.path);
             let hash = self
                 .fetch_url(&url, file.sha256, progress, cancel.clone())
                 .await?;
+            snapshot_files.push(SnapshotFile {
+                path: file.path.clone(),
+                etag: file.etag(),
+                hash,
+            });
             entries.push(ManifestEntry {
                 path: file.path,
                 size: file.size,
@@ -406,6 +417,19 @@ impl Fetcher {
                 sha256: file.sha256,
                 mirrors: Vec::new(),
             });
+        }
+        if let Some(dir) = hub.cache.clone() {
+            let snapshot = Snapshot {
+                repo: name.repo.clone(),
+                revision: name.revision.clone(),
+                commit: listing.commit,
+                files: snapshot_files,
+            };
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || hf::cache::export(&store, &dir, &snapshot))
+                .await
+                .expect("the cache export does not panic")
+                .map_err(HubError::from)?;
         }
         let single_file =
             entries.len() == 1 && name.path.as_deref() == Some(entries[0].path.as_str());

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use p2pmodel_node::download::DownloadConfig;
-use p2pmodel_node::hf::HfRef;
+use p2pmodel_node::hf::{HfRef, Hub, Quant, cache};
 use p2pmodel_node::{FetchRequest, Fetched, FetcherConfig, NodeBuilder, NodeError};
 use p2pmodel_protocol::Sha256;
 use url::Url;
@@ -32,6 +32,9 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
     let mut builder = NodeBuilder::new(&store_dir).fetcher_config(config);
     if !args.peers.is_empty() || !args.listen.is_empty() {
         builder = builder.swarm(multiaddrs(&args.listen)?);
+    }
+    if let Some(dir) = hf_cache(&args)? {
+        builder = builder.hub(Hub::from_env()?.with_cache(dir));
     }
     let node = builder
         .spawn()
@@ -88,11 +91,15 @@ fn request(args: &FetchArgs) -> anyhow::Result<(FetchRequest, String, bool)> {
         .iter()
         .map(|text| http_url(text))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (mut request, label, prints_hash) = if args.target.starts_with("hf://") {
+    let is_hf = args.target.starts_with("hf://");
+    if !is_hf && (args.quant.is_some() || !args.include.is_empty() || args.hf_cache.is_some()) {
+        bail!("--quant, --include and --hf-cache go with hf:// names");
+    }
+    let (mut request, label, prints_hash) = if is_hf {
         if !mirrors.is_empty() || args.sha256.is_some() {
             bail!("--mirror and --sha256 do not go with hf:// names (the Hub lists both)");
         }
-        let name: HfRef = args.target.parse()?;
+        let name = hf_name(args)?;
         let label = name.path.clone().unwrap_or_else(|| name.repo.clone());
         (FetchRequest::hf(name), label, false)
     } else if args.target.starts_with("http://") || args.target.starts_with("https://") {
@@ -147,10 +154,89 @@ pub fn multiaddrs(texts: &[String]) -> anyhow::Result<Vec<libp2p::Multiaddr>> {
         .collect()
 }
 
+/// The hf:// name with `--quant` and `--include` applied.
+fn hf_name(args: &FetchArgs) -> anyhow::Result<HfRef> {
+    let mut name: HfRef = args.target.parse()?;
+    if let Some(text) = &args.quant {
+        let quant: Quant = text.parse()?;
+        if name.quant.as_ref().is_some_and(|named| *named != quant) {
+            bail!(
+                "{} names one quantization and --quant {text} another",
+                args.target
+            );
+        }
+        name = name.with_quant(quant);
+    }
+    for glob in &args.include {
+        name = name.with_include(glob);
+    }
+    Ok(name)
+}
+
+/// The Hugging Face cache folder to export into, if `--hf-cache` was given.
+fn hf_cache(args: &FetchArgs) -> anyhow::Result<Option<PathBuf>> {
+    match &args.hf_cache {
+        None => Ok(None),
+        Some(Some(dir)) => Ok(Some(dir.clone())),
+        Some(None) => cache::default_dir()
+            .map(Some)
+            .context("no Hugging Face cache folder: HOME is not set; pass --hf-cache=DIR"),
+    }
+}
+
 fn http_url(text: &str) -> anyhow::Result<Url> {
     let url = Url::parse(text).with_context(|| format!("{text:?} is not a URL"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         bail!("{text:?} is not an http:// or https:// URL");
     }
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn fetch_args(line: &[&str]) -> FetchArgs {
+        let cli = Cli::try_parse_from([&["p2pmodel", "fetch"], line].concat()).unwrap();
+        match cli.command {
+            Command::Fetch(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn quant_and_include_options_refine_the_name() {
+        let args = fetch_args(&["hf://org/repo", "--quant", "q8_0", "--include", "*.json"]);
+        let name = hf_name(&args).unwrap();
+        assert_eq!(name.quant.map(|q| q.to_string()).as_deref(), Some("Q8_0"));
+        assert_eq!(name.include, ["*.json"]);
+        let same = fetch_args(&["hf://org/repo:Q8_0", "--quant", "Q8_0"]);
+        assert!(hf_name(&same).is_ok());
+        let clash = fetch_args(&["hf://org/repo:Q8_0", "--quant", "Q4_K_M"]);
+        assert!(hf_name(&clash).is_err());
+    }
+
+    #[test]
+    fn the_hf_cache_folder_is_given_after_an_equals_sign_or_defaulted() {
+        let given = fetch_args(&["hf://org/repo", "--hf-cache=/c"]);
+        assert_eq!(hf_cache(&given).unwrap(), Some(PathBuf::from("/c")));
+        let bare = fetch_args(&["--hf-cache", "hf://org/repo"]);
+        assert_eq!(bare.target, "hf://org/repo");
+        assert_eq!(bare.hf_cache, Some(None));
+        assert_eq!(hf_cache(&fetch_args(&["hf://org/repo"])).unwrap(), None);
+    }
+
+    #[test]
+    fn hugging_face_options_need_an_hf_name() {
+        for line in [
+            &["0".repeat(64).as_str(), "--quant", "Q8_0"][..],
+            &["https://h/x", "--include", "*"],
+            &["https://h/x", "--hf-cache"],
+        ] {
+            assert!(request(&fetch_args(line)).is_err(), "{line:?} accepted");
+        }
+    }
 }
