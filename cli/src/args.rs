@@ -92,6 +92,9 @@ pub enum Command {
         /// Address to listen on; repeatable
         #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
         listen: Vec<String>,
+        /// Serve peers at most this many bytes per second, all together (e.g. 20M)
+        #[arg(long, value_name = "RATE")]
+        upload_limit: Option<String>,
     },
     /// Show p2pmodel at work on this machine alone: a local mirror serving a
     /// generated model, fetched with a progress bar, paused and resumed
@@ -122,6 +125,9 @@ pub struct FetchArgs {
     /// peers (e.g. /ip4/0.0.0.0/tcp/0); repeatable
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<String>,
+    /// While fetching, serve peers at most this many bytes per second (e.g. 20M)
+    #[arg(long, value_name = "RATE")]
+    pub upload_limit: Option<String>,
     /// Where to put the result: a file for a blob, a folder for a model
     #[arg(short, long)]
     pub output: Option<PathBuf>,

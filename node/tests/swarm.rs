@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use libp2p::Multiaddr;
-use p2pmodel_node::swarm::{Swarm, getter};
+use p2pmodel_node::swarm::{Swarm, SwarmConfig, getter};
 use p2pmodel_node::{FetchRequest, Node, NodeBuilder, Progress};
 use p2pmodel_protocol::Hash;
 use p2pmodel_protocol::Outboard;
@@ -22,7 +22,7 @@ fn loopback() -> Multiaddr {
 /// A bare swarm on its own store, listening on loopback.
 fn swarm(dir: &tempfile::TempDir, name: &str) -> (Store, Swarm) {
     let store = Store::open(dir.path().join(name)).unwrap();
-    let swarm = Swarm::spawn(store.clone(), &[loopback()]).unwrap();
+    let swarm = Swarm::spawn(store.clone(), SwarmConfig::listen([loopback()])).unwrap();
     (store, swarm)
 }
 
@@ -40,7 +40,7 @@ async fn listen_addr(swarm: &Swarm) -> Multiaddr {
 /// A node in the swarm holding `data`; returns it, the hash and its address.
 async fn seed(dir: &tempfile::TempDir, name: &str, data: &[u8]) -> (Node, Hash, Multiaddr) {
     let node = NodeBuilder::new(dir.path().join(name))
-        .swarm([loopback()])
+        .swarm(SwarmConfig::listen([loopback()]))
         .spawn()
         .unwrap();
     let hash = node.store().import_bytes(data).unwrap();
@@ -51,7 +51,7 @@ async fn seed(dir: &tempfile::TempDir, name: &str, data: &[u8]) -> (Node, Hash, 
 /// A node in the swarm that only dials out.
 fn leech(dir: &tempfile::TempDir, name: &str) -> Node {
     NodeBuilder::new(dir.path().join(name))
-        .swarm([])
+        .swarm(SwarmConfig::default())
         .spawn()
         .unwrap()
 }

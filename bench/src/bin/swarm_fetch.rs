@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
-use p2pmodel_node::swarm::Swarm;
+use p2pmodel_node::swarm::{Swarm, SwarmConfig};
 use p2pmodel_node::{CancellationToken, Fetcher, FetcherConfig, ProgressTracker};
 use p2pmodel_store::Store;
 
@@ -33,7 +33,7 @@ async fn main() -> Result<()> {
     let seed_store = Store::open(work.path().join("seed"))?;
     let hash = seed_store.import_file(&source)?;
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let seed = Swarm::spawn(seed_store, &[listen])?;
+    let seed = Swarm::spawn(seed_store, SwarmConfig::listen([listen]))?;
     let mut addrs = seed.listen_addrs().await;
     while addrs.is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -47,7 +47,7 @@ async fn main() -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         tcp.push(raw_tcp_copy(&source, &dir.join("tcp")).await?);
         let store = Store::open(dir.join("store"))?;
-        let leech = Swarm::spawn(store.clone(), &[])?;
+        let leech = Swarm::spawn(store.clone(), SwarmConfig::default())?;
         let started = Instant::now();
         leech.dial(addrs[0].clone()).await?;
         Fetcher::new(store, FetcherConfig::default())

@@ -11,21 +11,26 @@ use std::path::PathBuf;
 
 use p2pmodel_node::NodeBuilder;
 
-use super::fetch::multiaddrs;
+use super::fetch::swarm_config;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// File in the store folder listing the daemon's addresses.
 pub const ADDRS_FILE: &str = "daemon.addrs";
 
-pub async fn run(root: PathBuf, listen: &[String]) -> anyhow::Result<ExitCode> {
-    let listen = multiaddrs(listen)?;
+pub async fn run(
+    root: PathBuf,
+    listen: &[String],
+    upload_limit: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let config = swarm_config(listen, upload_limit)?;
+    let listening = config.listen.len();
     let node = NodeBuilder::new(&root)
-        .swarm(listen.clone())
+        .swarm(config)
         .spawn()
         .with_context(|| format!("starting a node on the store at {}", root.display()))?;
     let swarm = node.swarm().expect("the node joined the swarm").clone();
     let mut addrs = swarm.listen_addrs().await;
-    while addrs.len() < listen.len() {
+    while addrs.len() < listening {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         addrs = swarm.listen_addrs().await;
     }

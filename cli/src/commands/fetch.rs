@@ -13,11 +13,12 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use p2pmodel_node::download::DownloadConfig;
 use p2pmodel_node::hf::{HfRef, Hub, Quant, cache};
+use p2pmodel_node::swarm::SwarmConfig;
 use p2pmodel_node::{FetchRequest, Fetched, FetcherConfig, NodeBuilder, NodeError};
 use p2pmodel_protocol::Sha256;
 use url::Url;
 
-use super::{human_bytes, parse_hash};
+use super::{human_bytes, parse_hash, parse_size};
 use crate::args::FetchArgs;
 use crate::progress::{self, Display};
 
@@ -31,7 +32,7 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
         .with_download(DownloadConfig::default().with_parallel(args.parallel));
     let mut builder = NodeBuilder::new(&store_dir).fetcher_config(config);
     if !args.peers.is_empty() || !args.listen.is_empty() {
-        builder = builder.swarm(multiaddrs(&args.listen)?);
+        builder = builder.swarm(swarm_config(&args.listen, args.upload_limit.as_deref())?);
     }
     if let Some(dir) = hf_cache(&args)? {
         builder = builder.hub(Hub::from_env()?.with_cache(dir));
@@ -141,6 +142,15 @@ fn request(args: &FetchArgs) -> anyhow::Result<(FetchRequest, String, bool)> {
         request = request.with_output(output);
     }
     Ok((request, label, prints_hash))
+}
+
+/// The swarm settings typed: where to listen, how fast to upload.
+pub fn swarm_config(listen: &[String], upload_limit: Option<&str>) -> anyhow::Result<SwarmConfig> {
+    let mut config = SwarmConfig::listen(multiaddrs(listen)?);
+    if let Some(limit) = upload_limit {
+        config = config.with_upload_limit(parse_size(limit).context("--upload-limit")?);
+    }
+    Ok(config)
 }
 
 /// Parses multiaddrs as typed.

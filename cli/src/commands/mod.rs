@@ -33,7 +33,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServeMirror { dir, listen, rate } => {
             serve::run(&dir, &listen, rate.as_deref()).await
         }
-        Command::Daemon { listen } => daemon::run(store_dir(cli.store)?, &listen).await,
+        Command::Daemon {
+            listen,
+            upload_limit,
+        } => daemon::run(store_dir(cli.store)?, &listen, upload_limit.as_deref()).await,
         Command::Demo { size_mib, keep } => demo::run(size_mib, keep).await,
     }
 }
@@ -77,7 +80,7 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 /// Parses sizes like `50M`, `1.5G`, `4096`, `64K` (powers of 1024).
-fn parse_size(text: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_size(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
     let (number, factor) = match text.char_indices().last() {
         Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),

@@ -31,7 +31,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use libp2p::Multiaddr;
 use p2pmodel_protocol::Hash;
 use p2pmodel_store::Store;
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -46,7 +45,7 @@ use crate::bandwidth::Bandwidth;
 use crate::fetch::{Fetcher, FetcherConfig};
 use crate::hf::Hub;
 use crate::progress::ProgressTracker;
-use crate::swarm::Swarm;
+use crate::swarm::{Swarm, SwarmConfig};
 use request::TransferKey;
 use transfer::Transfer;
 
@@ -80,7 +79,7 @@ pub struct NodeBuilder {
     fetcher: FetcherConfig,
     resume_check: Option<ResumeCheck>,
     hub: Option<Hub>,
-    swarm: Option<Vec<Multiaddr>>,
+    swarm: Option<SwarmConfig>,
 }
 
 impl NodeBuilder {
@@ -98,11 +97,11 @@ impl NodeBuilder {
         }
     }
 
-    /// Joins the swarm: serves the store's verified chunks to peers,
-    /// listening on `listen` (none: only peers it dials reach it), and
-    /// fetches from every connected peer that holds what it needs.
-    pub fn swarm(mut self, listen: impl IntoIterator<Item = Multiaddr>) -> Self {
-        self.swarm = Some(listen.into_iter().collect());
+    /// Joins the swarm: serves the store's verified chunks to peers as
+    /// `config` says (where it listens, how fast it uploads), and fetches
+    /// from every connected peer that holds what it needs.
+    pub fn swarm(mut self, config: SwarmConfig) -> Self {
+        self.swarm = Some(config);
         self
     }
 
@@ -158,8 +157,8 @@ impl NodeBuilder {
             None => Hub::from_env().map_err(|error| SpawnError::HubEndpoint(error.to_string()))?,
         };
         let store = Store::open(&self.store)?;
-        let swarm = match &self.swarm {
-            Some(listen) => Some(Swarm::spawn(store.clone(), listen)?),
+        let swarm = match self.swarm {
+            Some(config) => Some(Swarm::spawn(store.clone(), config)?),
             None => None,
         };
         let mut config = self.fetcher;

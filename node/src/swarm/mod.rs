@@ -38,6 +38,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::bandwidth::Bandwidth;
+
 /// The chunk exchange protocol (see `p2pmodel_protocol::wire`).
 pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pmodel/chunks/1");
 /// File in the store folder holding the node's identity key.
@@ -84,6 +86,32 @@ enum Command {
     Resume(oneshot::Sender<Result<(), String>>),
 }
 
+/// How a [`Swarm`] runs.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SwarmConfig {
+    /// Addresses to listen on (none: only peers it dials reach it).
+    pub listen: Vec<Multiaddr>,
+    /// A budget for the bytes it serves to peers (`None`: unlimited).
+    pub upload: Option<Bandwidth>,
+}
+
+impl SwarmConfig {
+    /// Listens on `listen`.
+    pub fn listen(listen: impl IntoIterator<Item = Multiaddr>) -> Self {
+        Self {
+            listen: listen.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Serves peers at most `bytes_per_second`, all peers together.
+    pub fn with_upload_limit(mut self, bytes_per_second: u64) -> Self {
+        self.upload = Some(Bandwidth::new(bytes_per_second));
+        self
+    }
+}
+
 /// A running libp2p node serving the store. Cloning is shallow.
 #[derive(Clone)]
 pub struct Swarm {
@@ -106,12 +134,12 @@ impl std::fmt::Debug for Swarm {
 
 impl Swarm {
     /// Starts a node with the identity kept in the store folder (made on
-    /// first use), listening on `listen`, serving the store's verified
-    /// chunks. Call within a tokio runtime.
+    /// first use), serving the store's verified chunks, as `config` says.
+    /// Call within a tokio runtime.
     ///
     /// # Errors
     /// [`PeerError::Setup`] when the identity or a listener cannot be set up.
-    pub fn spawn(store: Store, listen: &[Multiaddr]) -> Result<Self, PeerError> {
+    pub fn spawn(store: Store, config: SwarmConfig) -> Result<Self, PeerError> {
         let keypair = identity(store.root())?;
         let peer_id = keypair.public().to_peer_id();
         let setup = |e: &dyn std::fmt::Display| PeerError::Setup(e.to_string());
@@ -136,14 +164,19 @@ impl Swarm {
             })
             .build();
         let mut listeners = Vec::new();
-        for addr in listen {
+        for addr in config.listen {
             let id = swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
-            listeners.push((id, addr.clone()));
+            listeners.push((id, addr));
         }
         let mut control = swarm.behaviour().stream.new_control();
         let incoming = control.accept(CHUNK_PROTOCOL).map_err(|e| setup(&e))?;
         let stop = CancellationToken::new();
-        let provider = tokio::spawn(provider::serve(store, incoming, stop.clone()));
+        let provider = tokio::spawn(provider::serve(
+            store,
+            incoming,
+            config.upload,
+            stop.clone(),
+        ));
         let (commands, receiver) = mpsc::channel(16);
         let event_loop = tokio::spawn(
             EventLoop {

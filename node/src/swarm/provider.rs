@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::frame;
+use crate::bandwidth::Bandwidth;
 
 /// Largest request body read (requests are small).
 const MAX_REQUEST: usize = 1024;
@@ -31,6 +32,7 @@ const MAX_ANSWERING: usize = 64;
 pub(crate) async fn serve(
     store: Store,
     mut incoming: libp2p_stream::IncomingStreams,
+    upload: Option<Bandwidth>,
     stop: CancellationToken,
 ) {
     use futures::StreamExt;
@@ -38,7 +40,13 @@ pub(crate) async fn serve(
     let mut answers = tokio::task::JoinSet::new();
     while let Some(Some((peer, stream))) = stop.run_until_cancelled(incoming.next()).await {
         let permit = Arc::clone(&answering).try_acquire_owned().ok();
-        answers.spawn(answer_stream(store.clone(), peer, stream, permit));
+        answers.spawn(answer_stream(
+            store.clone(),
+            peer,
+            stream,
+            permit,
+            upload.clone(),
+        ));
         // Reap the finished ones so the set stays small.
         while answers.try_join_next().is_some() {}
     }
@@ -51,6 +59,7 @@ async fn answer_stream(
     peer: PeerId,
     mut stream: Stream,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    upload: Option<Bandwidth>,
 ) {
     let request: Request = match frame::read(&mut stream, MAX_REQUEST).await {
         Ok(request) => request,
@@ -65,6 +74,9 @@ async fn answer_stream(
             .await
             .unwrap_or(Response::Refused(Refusal::Busy)),
     };
+    if let (Some(budget), Response::Data { encoded, .. }) = (&upload, &response) {
+        budget.take(encoded.len() as u64).await;
+    }
     if let Err(error) = frame::write(&mut stream, &response).await {
         tracing::debug!(%peer, %error, "could not answer");
     }
