@@ -30,6 +30,8 @@ use crate::mirror::{HttpConfig, MirrorClient, Probe};
 use crate::progress::{Phase, ProgressTracker};
 use crate::swarm::{Swarm, getter};
 
+/// Rounds over the peers holding a blob to get its outboard from one.
+const OUTBOARD_ROUNDS: u32 = 3;
 /// Times a download whose source changed under it is started again.
 const MAX_RESTARTS: u32 = 3;
 
@@ -526,14 +528,20 @@ impl Fetcher {
             }
         }
         if let (None, Some(swarm)) = (&found, &self.swarm) {
-            for (peer, _) in holders.iter().filter(|(_, held)| *held == size) {
-                match getter::fetch_outboard(swarm, *peer, hash, size).await {
-                    Ok(outboard) => {
-                        tracing::debug!(%peer, "using the outboard of a peer");
-                        found = Some(outboard);
-                        break;
+            // A few rounds: a connection may close under the first request.
+            'rounds: for round in 0..OUTBOARD_ROUNDS {
+                if round > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                for (peer, _) in holders.iter().filter(|(_, held)| *held == size) {
+                    match getter::fetch_outboard(swarm, *peer, hash, size).await {
+                        Ok(outboard) => {
+                            tracing::debug!(%peer, "using the outboard of a peer");
+                            found = Some(outboard);
+                            break 'rounds;
+                        }
+                        Err(error) => tracing::warn!(%peer, %error, "no outboard from this peer"),
                     }
-                    Err(error) => tracing::warn!(%peer, %error, "no outboard from this peer"),
                 }
             }
         }
@@ -552,6 +560,11 @@ impl Fetcher {
         hash: Hash,
         mut sources: Vec<MirrorSource>,
     ) -> Result<(PartialMode, Vec<MirrorSource>), FetchError> {
+        if sources.is_empty() {
+            return Err(FetchError::Sources(vec![
+                "peers hold the blob but none lent its outboard, and no mirror was given".into(),
+            ]));
+        }
         let earlier = match self.store.partial_record(hash.as_bytes())? {
             Some(record) => match record.mode {
                 PartialMode::Unverified { source, .. } => Some(source),

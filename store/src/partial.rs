@@ -13,11 +13,12 @@
 //! whichever comes first, plus the requests that were in flight. Nothing
 //! unwritten or unverified is ever marked present in a verified partial.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_bytes, chunk_count};
@@ -72,7 +73,8 @@ pub struct Readable {
     pub data: File,
     /// Its outboard.
     pub outboard: Outboard<File>,
-    /// Chunks that are verified and committed.
+    /// Chunks that are verified and written (committed, or written by a
+    /// partial open in this process).
     pub present: ChunkBitmap,
 }
 
@@ -87,12 +89,15 @@ pub struct Partial {
     mode: PartialMode,
     file: File,
     path: PathBuf,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     commit_lock: Mutex<()>,
 }
 
+/// The chunk state of every verified partial open in this process, by id.
+pub(crate) type LivePartials = Mutex<HashMap<[u8; 32], Weak<Mutex<State>>>>;
+
 #[derive(Debug)]
-struct State {
+pub(crate) struct State {
     present: ChunkBitmap,
     uncommitted_bytes: u64,
     last_commit: Instant,
@@ -179,6 +184,21 @@ impl Store {
                 .insert(&id, present.as_bytes())?;
             txn.commit()?;
         }
+        let state = Arc::new(Mutex::new(State {
+            present,
+            uncommitted_bytes: 0,
+            last_commit: Instant::now(),
+            sync_failed: false,
+        }));
+        if mode == PartialMode::Verified {
+            let mut live = self
+                .inner
+                .live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            live.retain(|_, state| state.strong_count() > 0);
+            live.insert(id, Arc::downgrade(&state));
+        }
         Ok(Partial {
             store: self.clone(),
             key,
@@ -187,12 +207,7 @@ impl Store {
             mode,
             file,
             path,
-            state: Mutex::new(State {
-                present,
-                uncommitted_bytes: 0,
-                last_commit: Instant::now(),
-                sync_failed: false,
-            }),
+            state,
             commit_lock: Mutex::new(()),
         })
     }
@@ -241,9 +256,12 @@ impl Store {
     }
 
     /// What of blob `hash` can be served to a peer: its data file, its
-    /// outboard and the chunks that are verified and committed (all of
-    /// them for a complete blob, the committed bitmap for a verified
-    /// partial). `None` when the store holds nothing servable.
+    /// outboard and the chunks that are verified and written (all of them
+    /// for a complete blob; for a verified partial, those written so far
+    /// if it is open in this process, else the committed ones). Serving a
+    /// written chunk before its commit is safe: it was verified on
+    /// arrival and is verified again as it is read. `None` when the store
+    /// holds nothing servable.
     ///
     /// # Errors
     /// I/O and database errors.
@@ -258,9 +276,12 @@ impl Store {
             let id = *hash.as_bytes();
             match self.partial_record(&id)? {
                 Some(record) if record.mode == PartialMode::Verified && record.size == size => {
-                    let present = self
-                        .stored_bitmap(&id, chunk_count(size))?
-                        .unwrap_or_else(|| ChunkBitmap::new(chunk_count(size)));
+                    let present = match self.live_present(&id) {
+                        Some(present) => present,
+                        None => self
+                            .stored_bitmap(&id, chunk_count(size))?
+                            .unwrap_or_else(|| ChunkBitmap::new(chunk_count(size))),
+                    };
                     (self.partial_path(&id, "data"), present)
                 }
                 _ => return Ok(None),
@@ -273,6 +294,23 @@ impl Store {
             outboard,
             present,
         }))
+    }
+
+    /// The chunks written so far (committed or not) of the verified partial
+    /// `id`, if it is open in this process.
+    fn live_present(&self, id: &[u8; 32]) -> Option<ChunkBitmap> {
+        let live = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = live.get(id)?.upgrade()?;
+        let present = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .present
+            .clone();
+        Some(present)
     }
 
     /// Keeps a checked outboard for the blob `hash` that is still arriving,

@@ -41,6 +41,9 @@ pub struct Store {
 pub(crate) struct Inner {
     pub(crate) root: PathBuf,
     pub(crate) db: Database,
+    /// The verified partials open now, so that peers are served chunks
+    /// as soon as they are written, before their bitmap is committed.
+    pub(crate) live: crate::partial::LivePartials,
 }
 
 /// What the store knows of one blob, for listings.
@@ -124,7 +127,11 @@ impl Store {
         // Best effort: only used to name the holder in `InUse`.
         let _ = fs::write(root.join(PID_FILE), std::process::id().to_string());
         let store = Self {
-            inner: Arc::new(Inner { root, db }),
+            inner: Arc::new(Inner {
+                root,
+                db,
+                live: Default::default(),
+            }),
         };
         store
             .recover_interrupted_publishes()

@@ -6,11 +6,14 @@
 //!   stalls, corrupted bytes, redirects, content replaced mid-download).
 //! - [`generate`]: incompressible deterministic data of any size.
 //! - [`binary`]: the `p2pmodel` binary under test, built on first use.
+//! - [`tcp_sockets`]: the TCP sockets a process holds, as the OS sees them.
 
 mod connections;
 mod mirror;
+mod sockets;
 
 pub use mirror::{Faults, TestMirror};
+pub use sockets::{TcpSocket, TcpState, tcp_sockets};
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -1,18 +1,24 @@
-//! Fetching from a seeding daemon over the swarm, as users do on a LAN
-//! (peers dialled directly; discovery comes later).
+//! Fetching over the swarm as users do on a LAN, peers dialled directly:
+//! a seeding daemon, a seed with three leechers that feed each other, a
+//! seed killed mid-transfer, and a node that suspends.
 
 use std::time::Duration;
 
-use testkit::{b3sum, generate};
+use p2pmodel_node::swarm::SwarmConfig;
+use p2pmodel_node::{FetchRequest, NodeBuilder};
+use testkit::{TcpState, b3sum, generate, tcp_sockets};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::util::{Workspace, assert_ok, signal, stderr, stdout, wait_until};
 
 const MIB: u64 = 1 << 20;
 
-/// Starts `p2pmodel daemon` on the workspace's store; returns it and the
-/// first address it wrote to `daemon.addrs`.
-async fn start_daemon(work: &Workspace) -> (tokio::process::Child, String) {
-    let daemon = work.spawn(&["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+/// Starts `p2pmodel daemon` on the workspace's store with `extra`
+/// arguments; returns it and the first address it wrote to `daemon.addrs`.
+async fn start_daemon_with(work: &Workspace, extra: &[&str]) -> (tokio::process::Child, String) {
+    let mut args = vec!["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"];
+    args.extend_from_slice(extra);
+    let daemon = work.spawn(&args);
     let addrs_file = work.store().join("daemon.addrs");
     wait_until("the daemon wrote its addresses", || addrs_file.exists()).await;
     let addr = std::fs::read_to_string(&addrs_file)
@@ -22,6 +28,59 @@ async fn start_daemon(work: &Workspace) -> (tokio::process::Child, String) {
         .unwrap()
         .to_owned();
     (daemon, addr)
+}
+
+async fn start_daemon(work: &Workspace) -> (tokio::process::Child, String) {
+    start_daemon_with(work, &[]).await
+}
+
+/// A workspace whose store holds `data`; returns it and the hash.
+async fn seeded(data: &[u8]) -> (Workspace, String) {
+    let work = Workspace::new();
+    let file = work.path("model.bin");
+    std::fs::write(&file, data).unwrap();
+    let out = work.run(&["add", file.to_str().unwrap()]).await;
+    assert_ok(&out);
+    let hash = stdout(&out);
+    std::fs::remove_file(file).unwrap();
+    (work, hash)
+}
+
+/// The peer id at the end of a `/p2p/` address.
+fn peer_id(addr: &str) -> &str {
+    addr.rsplit("/p2p/").next().unwrap()
+}
+
+/// Bytes from `source` in a `--json` progress line.
+fn bytes_from(line: &serde_json::Value, source: &str) -> u64 {
+    line["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["source"] == source)
+        .and_then(|s| s["bytes"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The last `progress` event a `fetch --json` printed.
+fn last_progress(stdout: &str) -> serde_json::Value {
+    stdout
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["event"] == "progress")
+        .expect("fetch --json printed progress")
+}
+
+/// Loopback ports free now (bound, then let go).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 #[tokio::test]
@@ -77,5 +136,160 @@ async fn a_peer_without_the_blob_gives_a_clear_error() {
         "{}",
         stderr(&out)
     );
+    daemon.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_seed_and_three_leechers_started_together_finish_and_feed_each_other() {
+    let size = 48 * MIB;
+    let (seed, hash) = seeded(&generate(size, 11)).await;
+    // The seed uploads 8 MiB/s, as a seed on a slow uplink would: alone it
+    // would need three times 6 s for three copies.
+    let (mut daemon, seed_addr) = start_daemon_with(&seed, &["--upload-limit", "8M"]).await;
+    let ports = free_ports(3);
+    let leechers: Vec<Workspace> = (0..3).map(|_| Workspace::new()).collect();
+    let children: Vec<tokio::process::Child> = leechers
+        .iter()
+        .enumerate()
+        .map(|(i, work)| {
+            let listen = format!("/ip4/127.0.0.1/tcp/{}", ports[i]);
+            let out = work.path("model.bin");
+            let mut args = vec![
+                "fetch".to_owned(),
+                hash.clone(),
+                "--json".into(),
+                "--listen".into(),
+                listen,
+                "--peer".into(),
+                seed_addr.clone(),
+                "-o".into(),
+                out.to_str().unwrap().to_owned(),
+            ];
+            for (j, port) in ports.iter().enumerate() {
+                if j != i {
+                    args.push("--peer".into());
+                    args.push(format!("/ip4/127.0.0.1/tcp/{port}"));
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            work.spawn(&args)
+        })
+        .collect();
+    let mut from_seed = 0;
+    for (work, child) in leechers.iter().zip(children) {
+        let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+            .await
+            .expect("every leecher finishes")
+            .unwrap();
+        assert_ok(&out);
+        assert_eq!(b3sum(&work.path("model.bin")), hash);
+        let last = last_progress(&String::from_utf8_lossy(&out.stdout));
+        from_seed += bytes_from(&last, &format!("peer {}", peer_id(&seed_addr)));
+    }
+    daemon.kill().await.unwrap();
+    let copies = from_seed as f64 / size as f64;
+    println!("the seed uploaded {copies:.2} copies for three leechers");
+    assert!(
+        copies < 2.0,
+        "the leechers fed each other: the seed sent {copies:.2} copies"
+    );
+}
+
+#[tokio::test]
+async fn a_seed_killed_mid_transfer_does_not_stop_the_fetch() {
+    let size = 32 * MIB;
+    let data = generate(size, 12);
+    let (first, hash) = seeded(&data).await;
+    let (second, _) = seeded(&data).await;
+    let (mut doomed, doomed_addr) = start_daemon_with(&first, &["--upload-limit", "4M"]).await;
+    let (mut other, other_addr) = start_daemon_with(&second, &["--upload-limit", "4M"]).await;
+    let leech = Workspace::new();
+    let target = leech.path("model.bin");
+    let mut fetch = leech.spawn(&[
+        "fetch",
+        &hash,
+        "--json",
+        "--peer",
+        &doomed_addr,
+        "--peer",
+        &other_addr,
+        "-o",
+        target.to_str().unwrap(),
+    ]);
+    let doomed_source = format!("peer {}", peer_id(&doomed_addr));
+    let mut lines = BufReader::new(fetch.stdout.take().unwrap()).lines();
+    let mut before_kill = 0;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        before_kill = bytes_from(&line, &doomed_source);
+        if before_kill > 0 {
+            break;
+        }
+    }
+    assert!(before_kill > 0, "the doomed seed served before it died");
+    doomed.kill().await.unwrap();
+    let mut last = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        last = line;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(120), fetch.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "fetch ended with {status:?}");
+    assert_eq!(b3sum(&target), hash);
+    let done: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(done["event"], "done", "{last}");
+    other.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_suspended_node_holds_no_socket_and_finishes_after_resume() {
+    let size = 24 * MIB;
+    let (seed, hash) = seeded(&generate(size, 13)).await;
+    let (mut daemon, seed_addr) = start_daemon_with(&seed, &["--upload-limit", "4M"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    let node = NodeBuilder::new(dir.path().join("store"))
+        .swarm(SwarmConfig::listen([listen]))
+        .spawn()
+        .unwrap();
+    let me = std::process::id();
+    let handle = node
+        .fetch(FetchRequest::hash(hash.parse().unwrap()).with_peer(seed_addr.parse().unwrap()))
+        .unwrap();
+    let mut progress = handle.progress();
+    progress
+        .wait_for(|p| p.done > 0 && p.done < size)
+        .await
+        .unwrap();
+    let listening = |port: u16| {
+        tcp_sockets(me)
+            .iter()
+            .any(|s| s.state == TcpState::Listen && s.local.port() == port)
+    };
+    let port = tcp_sockets(me)
+        .iter()
+        .find(|s| s.state == TcpState::Listen)
+        .expect("the node listens")
+        .local
+        .port();
+
+    node.suspend().await;
+    let left = tcp_sockets(me);
+    assert!(left.is_empty(), "sockets left after suspend: {left:?}");
+    let paused_at = progress.borrow().done;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        progress.borrow().done,
+        paused_at,
+        "nothing moves while suspended"
+    );
+
+    node.resume().await.unwrap();
+    assert!(listening(port), "it listens on the same port again");
+    let fetched = handle.await.unwrap();
+    assert_eq!(b3sum(fetched.path()), hash);
+    node.shutdown().await;
     daemon.kill().await.unwrap();
 }

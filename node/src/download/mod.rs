@@ -15,9 +15,9 @@
 //! given up after [`HttpConfig::max_failures`] failures in a row. A mirror
 //! that ignores `Range` serves one sequential stream of the whole file.
 //!
-//! Peers are found while the download runs: every second the connected
-//! peers are asked what they hold ([`peer`]), so peers that dial in or
-//! finish more chunks join at once.
+//! Peers are found while the download runs: several times a second the
+//! connected peers are asked what they hold ([`peer`]), so peers that dial
+//! in or finish more chunks join at once.
 //!
 //! Without an outboard (an unverified download) there is one mirror and no
 //! peer: bytes of two servers are never mixed unchecked.
@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use p2pmodel_protocol::chunks::chunk_count;
+use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
 use p2pmodel_protocol::{ChunkBitmap, Hash, Outboard};
 use p2pmodel_store::Partial;
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -54,8 +54,14 @@ use pieces::{Pick, Pieces};
 
 /// Most writes in flight at once (far above the workers' count).
 const MAX_WRITES: usize = 1 << 16;
-/// How often connected peers are asked what they hold.
-const PEER_REFRESH: Duration = Duration::from_secs(1);
+/// How often the download checks whether it is stuck.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+/// How long a source holding the whole blob leaves a wanted piece to the
+/// peers still fetching that hold it, before it helps (see `Download::next`).
+const DEFER_TO_PEERS: Duration = Duration::from_millis(500);
+/// How much of a source's throughput is kept in flight (see
+/// `Source::pipeline`).
+const PIPELINE_TIME: Duration = Duration::from_millis(250);
 /// A download with peers but no progress and nothing in flight for this
 /// long gives up (peers that might gain chunks are waited for until then).
 const STALL_LIMIT: Duration = Duration::from_secs(30);
@@ -150,6 +156,10 @@ struct Source {
     failures: u32,
     /// Why it was given up, once it is.
     dropped: Option<String>,
+    /// Pieces it is fetching now.
+    in_flight: usize,
+    /// Its measured throughput in bytes per second (0: not yet known).
+    rate: f64,
 }
 
 #[derive(Debug)]
@@ -169,6 +179,49 @@ enum Kind {
 }
 
 impl Source {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            failures: 0,
+            dropped: None,
+            in_flight: 0,
+            rate: 0.0,
+        }
+    }
+
+    /// Pieces it may have in flight: enough to cover [`PIPELINE_TIME`] of
+    /// its measured throughput, plus one; two until it is measured; never
+    /// more than `parallel`. A slow source thus holds few pieces, which
+    /// come back sooner (and can be served on to other peers sooner).
+    fn pipeline(&self, parallel: usize, piece_bytes: u64) -> usize {
+        let depth = if self.rate == 0.0 {
+            2
+        } else {
+            (self.rate * PIPELINE_TIME.as_secs_f64() / piece_bytes as f64).ceil() as usize + 1
+        };
+        depth.clamp(1, parallel)
+    }
+
+    /// Learns from a piece of `bytes` that took `elapsed` while
+    /// `concurrent` pieces (this one included) were in flight.
+    fn measured(&mut self, bytes: u64, elapsed: Duration, concurrent: usize) {
+        let sample = bytes as f64 / elapsed.as_secs_f64().max(1e-3) * concurrent as f64;
+        self.rate = if self.rate == 0.0 {
+            sample
+        } else {
+            0.7 * self.rate + 0.3 * sample
+        };
+    }
+
+    /// True if and only if the source holds the whole blob (a mirror, or a
+    /// peer whose bitmap is full).
+    fn holds_everything(&self) -> bool {
+        match &self.kind {
+            Kind::Mirror { .. } => true,
+            Kind::Peer { held, .. } => held.is_complete(),
+        }
+    }
+
     /// True if and only if the source can serve every chunk of `chunks`.
     fn serves(&self, chunks: Range<u64>) -> bool {
         match &self.kind {
@@ -244,6 +297,8 @@ enum Failure {
     Store(p2pmodel_store::Error),
     /// Handed back unharmed (another worker reads the whole file).
     Requeue,
+    /// Another source delivered the piece first (the endgame).
+    Beaten,
 }
 
 impl From<MirrorError> for Failure {
@@ -326,14 +381,12 @@ impl Download {
             .mirrors
             .iter()
             .enumerate()
-            .map(|(index, mirror)| Source {
-                kind: Kind::Mirror {
+            .map(|(index, mirror)| {
+                Source::new(Kind::Mirror {
                     index,
                     probe: mirror.probe.clone(),
                     streaming_whole: false,
-                },
-                failures: 0,
-                dropped: None,
+                })
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -407,7 +460,7 @@ impl Download {
         joined: &mut mpsc::Receiver<usize>,
         cancel: &CancellationToken,
     ) -> Result<(), DownloadError> {
-        let mut tick = tokio::time::interval(PEER_REFRESH);
+        let mut tick = tokio::time::interval(STALL_CHECK);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Err(DownloadError::Cancelled),
@@ -465,25 +518,33 @@ impl Download {
         source: usize,
         shared: Arc<Shared>,
     ) -> Result<(), p2pmodel_store::Error> {
+        let mut helping = false;
         loop {
-            let (pick, result) = match self.next(source, &shared).await {
+            let (pick, result) = match self.next(source, &shared, &mut helping).await {
                 Next::Stop => return Ok(()),
                 Next::WholeFile => {
                     let result = self.whole_file(source, &shared).await;
                     (None, result)
                 }
                 Next::Piece(pick) => {
+                    let started = Instant::now();
                     let result = tokio::select! {
                         result = self.fetch_piece(source, &shared, &pick) => result,
                         // Another source finished it first (the endgame).
-                        () = pick.done.cancelled() => Ok(()),
+                        () = pick.done.cancelled() => Err(Failure::Beaten),
                     };
-                    (Some(pick), result)
+                    (Some((pick, started.elapsed())), result)
                 }
             };
             let backoff = {
                 let mut work = shared.lock();
-                if let Some(pick) = &pick {
+                if let Some((pick, elapsed)) = &pick {
+                    let status = &mut work.sources[source];
+                    if result.is_ok() {
+                        let bytes = (pick.chunks.end - pick.chunks.start) * CHUNK_SIZE;
+                        status.measured(bytes, *elapsed, status.in_flight);
+                    }
+                    status.in_flight -= 1;
                     match &result {
                         Ok(()) => work.pieces.finished(pick.piece),
                         Err(_) => work.pieces.released(pick.piece, source),
@@ -500,10 +561,10 @@ impl Download {
                         shared.wake.notify_waiters();
                         return Err(error);
                     }
-                    Err(Failure::Requeue) => None,
+                    Err(Failure::Requeue | Failure::Beaten) => None,
                     Err(Failure::Busy) => Some(Duration::from_millis(100)),
                     Err(Failure::Lacks) => {
-                        if let (Some(pick), Kind::Peer { held, .. }) =
+                        if let (Some((pick, _)), Kind::Peer { held, .. }) =
                             (&pick, &mut work.sources[source].kind)
                         {
                             // Asked again at the next refresh.
@@ -530,12 +591,20 @@ impl Download {
     }
 
     /// Waits for work for `source`: a piece, the whole file, or the end.
-    async fn next(&self, source: usize, shared: &Shared) -> Next {
+    ///
+    /// A source holding the whole blob (a mirror, a seed) leaves pieces
+    /// that a peer still fetching holds to that peer, so that a seed's
+    /// upload goes to what only seeds have and the other peers' uploads
+    /// are used; `helping` (the worker's own flag) turns on when such
+    /// pieces have waited [`DEFER_TO_PEERS`] with nobody taking them (the
+    /// peers are busy or slow), and off again once the source finds a
+    /// piece no such peer holds.
+    async fn next(&self, source: usize, shared: &Shared, helping: &mut bool) -> Next {
         loop {
             let notified = shared.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let deferred = {
                 let mut guard = shared.lock();
                 let work = &mut *guard;
                 if work.sources[source].dropped.is_some()
@@ -563,19 +632,40 @@ impl Download {
                 let Work {
                     pieces, sources, ..
                 } = work;
-                let serves = |chunks: Range<u64>| sources[source].serves(chunks);
+                let me = &sources[source];
+                let piece_bytes = self.config.request_chunks * CHUNK_SIZE;
+                let full = me.in_flight >= me.pipeline(self.config.parallel, piece_bytes);
+                let whole = self.peers.is_some() && me.holds_everything();
+                let elsewhere = |chunks: Range<u64>| {
+                    sources.iter().any(|s| {
+                        matches!(s.kind, Kind::Peer { .. })
+                            && !s.holds_everything()
+                            && s.serves(chunks.clone())
+                    })
+                };
+                let serves = |chunks: Range<u64>| {
+                    me.serves(chunks.clone()) && (!whole || *helping || !elsewhere(chunks))
+                };
                 let holders = |chunks: Range<u64>| {
                     sources
                         .iter()
                         .filter(|s| matches!(s.kind, Kind::Peer { .. }) && s.serves(chunks.clone()))
                         .count()
                 };
-                while let Some(pick) = pieces.pick(source, serves, holders) {
+                // Enough in flight for this source: wait for one back.
+                while let Some(pick) = (!full)
+                    .then(|| pieces.pick(source, serves, holders))
+                    .flatten()
+                {
                     if pick
                         .chunks
                         .clone()
                         .any(|chunk| !self.partial.has_chunk(chunk))
                     {
+                        if !elsewhere(pick.chunks.clone()) {
+                            *helping = false;
+                        }
+                        sources[source].in_flight += 1;
                         return Next::Piece(pick);
                     }
                     // Written meanwhile (by a whole-file stream).
@@ -585,8 +675,16 @@ impl Download {
                     // Mirrors only, and nothing in flight can come back.
                     return Next::Stop;
                 }
+                !full && whole && pieces.wanted().any(|chunks| me.serves(chunks))
+            };
+            if deferred {
+                tokio::select! {
+                    () = &mut notified => {}
+                    () = tokio::time::sleep(DEFER_TO_PEERS) => *helping = true,
+                }
+            } else {
+                notified.await;
             }
-            notified.await;
         }
     }
 

@@ -11,7 +11,7 @@ use p2pmodel_protocol::wire::{Refusal, Request, Response};
 use p2pmodel_protocol::{ChunkBitmap, decode_chunks};
 use tokio::sync::mpsc;
 
-use super::{Download, Failure, Kind, PEER_REFRESH, Peers, Shared, Source};
+use super::{Download, Failure, Kind, Peers, Shared, Source};
 use crate::swarm::getter::request_within;
 
 /// Longest wait for a peer to say what it holds.
@@ -20,17 +20,17 @@ const HAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// slower than a quarter of that loses its piece to the others).
 const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Asks every connected peer what it holds, every [`PEER_REFRESH`], for as
-/// long as the download runs: new peers become sources (their index is
-/// sent on `joined` so that workers start for them) and known ones update
-/// their bitmap. Peers that hold the whole blob are not asked again.
+/// Asks every connected peer what it holds, for as long as the download
+/// runs (see [`refresh_interval`]): new peers become sources (their index
+/// is sent on `joined` so that workers start for them) and known ones
+/// update their bitmap. Peers that hold the whole blob are not asked again.
 pub(super) async fn find(
     peers: Peers,
     shared: Arc<Shared>,
     chunks: u64,
     joined: mpsc::Sender<usize>,
 ) {
-    let mut tick = tokio::time::interval(PEER_REFRESH);
+    let mut tick = tokio::time::interval(refresh_interval(chunks));
     loop {
         tick.tick().await;
         let connected = peers.swarm.connected_peers().await;
@@ -83,11 +83,7 @@ pub(super) async fn find(
                 }) => *old = held,
                 _ => {
                     tracing::debug!(%peer, chunks = held.count(), "peer joins the download");
-                    work.sources.push(Source {
-                        kind: Kind::Peer { peer, held },
-                        failures: 0,
-                        dropped: None,
-                    });
+                    work.sources.push(Source::new(Kind::Peer { peer, held }));
                     let _ = joined.try_send(work.sources.len() - 1);
                 }
             }
@@ -96,6 +92,16 @@ pub(super) async fn find(
         drop(work);
         shared.wake.notify_waiters();
     }
+}
+
+/// How often peers are asked what they hold: four times a second, so that
+/// what one peer just got spreads before the others fetch it elsewhere;
+/// less often for huge blobs, so that bitmaps stay under 256 KiB/s per peer.
+fn refresh_interval(chunks: u64) -> Duration {
+    let bitmap_bytes = chunks.div_ceil(8);
+    Duration::from_millis(250).max(Duration::from_secs_f64(
+        bitmap_bytes as f64 / f64::from(256 << 10),
+    ))
 }
 
 /// The chunk count of a blob of `size` bytes, if the size is one we accept.

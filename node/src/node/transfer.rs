@@ -30,6 +30,8 @@ use crate::progress::{Phase, Progress, ProgressTracker, SourceProgress};
 
 /// Longest wait for a peer given with the request to answer a dial.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the peers given with a request are dialed again.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
 
 /// A running or stopping transfer, as the node's table holds it.
 pub(crate) struct Transfer {
@@ -193,10 +195,11 @@ async fn fetch(
             let mut mirrors = spec.mirrors.clone();
             mirrors.extend(node.content_mirrors(*hash));
             node.dial(&spec.peers).await;
-            match fetcher
-                .fetch_blob_or_manifest(*hash, &mirrors, progress, cancel.clone())
-                .await?
-            {
+            let fetched = tokio::select! {
+                fetched = fetcher.fetch_blob_or_manifest(*hash, &mirrors, progress, cancel.clone()) => fetched?,
+                never = node.keep_dialing(&spec.peers) => match never {},
+            };
+            match fetched {
                 Err(_) => {
                     progress.set_phase(Phase::Complete);
                     Ok(Done::Blob(*hash))
@@ -386,20 +389,44 @@ impl Node {
     /// Dials `peers` (at once, each for at most a few seconds); a peer that
     /// cannot be reached is logged and left out.
     async fn dial(&self, peers: &[Multiaddr]) {
-        let Some(swarm) = &self.shared.swarm else {
-            if !peers.is_empty() {
-                tracing::warn!("peers were given to a node without a swarm; ignoring them");
+        for (addr, error) in self.dial_all(peers).await {
+            tracing::warn!(%addr, %error, "cannot reach peer");
+        }
+    }
+
+    /// Dials `peers` again every few seconds, for peers that were not up
+    /// yet or went away (dialing a connected peer opens nothing new).
+    /// Never returns; the caller drops it.
+    async fn keep_dialing(&self, peers: &[Multiaddr]) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(REDIAL_INTERVAL).await;
+            for (addr, error) in self.dial_all(peers).await {
+                tracing::debug!(%addr, %error, "still cannot reach peer");
             }
-            return;
+        }
+    }
+
+    /// Dials every address at once; returns those that failed, and why.
+    async fn dial_all(&self, peers: &[Multiaddr]) -> Vec<(Multiaddr, String)> {
+        let Some(swarm) = &self.shared.swarm else {
+            let why = "this node has no swarm".to_owned();
+            return peers
+                .iter()
+                .map(|addr| (addr.clone(), why.clone()))
+                .collect();
         };
         let dials = peers.iter().map(|addr| async move {
             match tokio::time::timeout(DIAL_TIMEOUT, swarm.dial(addr.clone())).await {
-                Ok(Ok(peer)) => tracing::debug!(%addr, %peer, "connected"),
-                Ok(Err(error)) => tracing::warn!(%addr, %error, "cannot reach peer"),
-                Err(_) => tracing::warn!(%addr, "peer did not answer in time"),
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => Some((addr.clone(), error.to_string())),
+                Err(_) => Some((addr.clone(), "no answer in time".to_owned())),
             }
         });
-        futures_util::future::join_all(dials).await;
+        futures_util::future::join_all(dials)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// `BASE/HASH` for each content-addressed mirror of the node.

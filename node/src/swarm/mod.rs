@@ -184,6 +184,7 @@ impl Swarm {
                 listeners,
                 closed: Vec::new(),
                 dialing: HashMap::new(),
+                dialed: HashMap::new(),
                 suspended: None,
             }
             .run(receiver, stop.clone()),
@@ -310,7 +311,10 @@ struct EventLoop {
     listeners: Vec<(ListenerId, Multiaddr)>,
     /// The listeners' addresses while suspended, to listen on again.
     closed: Vec<Multiaddr>,
-    dialing: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    dialing: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, String>>)>,
+    /// Who answered at each address dialed, so that dialing it again while
+    /// connected opens no second connection.
+    dialed: HashMap<Multiaddr, PeerId>,
     /// While suspended: callers of `suspend` waiting for the last socket
     /// to close; `None` while active.
     suspended: Option<Vec<oneshot::Sender<()>>>,
@@ -363,21 +367,25 @@ impl EventLoop {
             let _ = reply.send(Err("the node is suspended".into()));
             return;
         }
+        let known = match addr.iter().last() {
+            Some(Protocol::P2p(peer)) => Some(peer),
+            _ => self.dialed.get(&addr).copied(),
+        };
+        if let Some(peer) = known.filter(|peer| self.swarm.is_connected(peer)) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
         let opts = match addr.iter().last() {
-            Some(Protocol::P2p(peer)) if self.swarm.is_connected(&peer) => {
-                let _ = reply.send(Ok(peer));
-                return;
-            }
             Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
-                .addresses(vec![addr])
+                .addresses(vec![addr.clone()])
                 .condition(PeerCondition::Always)
                 .build(),
-            _ => DialOpts::unknown_peer_id().address(addr).build(),
+            _ => DialOpts::unknown_peer_id().address(addr.clone()).build(),
         };
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                self.dialing.insert(id, reply);
+                self.dialing.insert(id, (addr, reply));
             }
             Err(error) => {
                 let _ = reply.send(Err(error.to_string()));
@@ -396,7 +404,8 @@ impl EventLoop {
                     // Raced with `suspend`: nothing may stay open.
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                 }
-                if let Some(reply) = self.dialing.remove(&connection_id) {
+                if let Some((addr, reply)) = self.dialing.remove(&connection_id) {
+                    self.dialed.insert(addr, peer_id);
                     let _ = reply.send(Ok(peer_id));
                 }
             }
@@ -405,7 +414,7 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some(reply) = self.dialing.remove(&connection_id) {
+                if let Some((_, reply)) = self.dialing.remove(&connection_id) {
                     let _ = reply.send(Err(error.to_string()));
                 }
             }
