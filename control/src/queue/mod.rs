@@ -1,0 +1,11 @@
+//! The persistent download queue: [`Queue`] over a node, saved in
+//! `STORE/jobs.json`. Start reading at [`manager`].
+
+mod error;
+mod manager;
+mod persist;
+mod runner;
+
+pub use error::QueueError;
+pub use manager::{Counts, KEEP_COMPLETED, Queue, QueueConfig, Snapshot};
+pub use persist::{JOBS_FILE, PersistError};
