@@ -277,6 +277,10 @@ fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Request
     if body.len() > MAX_BODY {
         return Err(RequestError::TooLarge);
     }
+    // serde would also take a struct from a JSON array, by position.
+    if body.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(RequestError::Json("expected a JSON object".into()));
+    }
     serde_json::from_slice(body).map_err(|error| RequestError::Json(error.to_string()))
 }
 
