@@ -2,8 +2,9 @@
 //!
 //! Prints the peer id and the addresses to dial, one per line, and writes
 //! the addresses to `STORE/daemon.addrs` so that tools and tests can find
-//! the daemon. Discovery (mDNS, the DHT) and the control API come later:
-//! peers dial it with `p2pmodel fetch HASH --peer ADDRESS`.
+//! the daemon. Discovery (mDNS, the DHT) comes later: peers dial it with
+//! `p2pmodel fetch HASH --peer ADDRESS`. Beside the swarm it runs the
+//! download queue and its control API (see `control.rs`).
 
 use std::process::ExitCode;
 
@@ -12,10 +13,16 @@ use p2pmodel_node::swarm::Swarm;
 use p2pmodel_store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::args::ControlArgs;
+
 /// File in the store folder listing the daemon's addresses.
 pub const ADDRS_FILE: &str = "daemon.addrs";
 
-pub async fn run(store: Store, listen: &[String]) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    store: Store,
+    listen: &[String],
+    control: &ControlArgs,
+) -> anyhow::Result<ExitCode> {
     let listen = listen
         .iter()
         .map(|text| {
@@ -23,6 +30,7 @@ pub async fn run(store: Store, listen: &[String]) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{text:?} is not a multiaddr"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let (store, control) = super::control::start(store, control).await?;
     let root = store.root().to_path_buf();
     let swarm = Swarm::spawn(store, &listen)
         .await
@@ -47,5 +55,6 @@ pub async fn run(store: Store, listen: &[String]) -> anyhow::Result<ExitCode> {
         _ = terminate.recv() => {}
     }
     let _ = std::fs::remove_file(&file);
+    control.stop().await;
     Ok(ExitCode::SUCCESS)
 }

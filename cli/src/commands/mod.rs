@@ -2,9 +2,12 @@
 //! and returns the process's exit code.
 
 mod add;
+mod client;
+mod control;
 mod daemon;
 mod demo;
 mod fetch;
+mod jobs;
 mod serve;
 mod store;
 
@@ -33,8 +36,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServeMirror { dir, listen, rate } => {
             serve::run(&dir, &listen, rate.as_deref()).await
         }
-        Command::Daemon { listen } => daemon::run(open()?, &listen).await,
+        Command::Daemon { listen, control } => daemon::run(open()?, &listen, &control).await,
         Command::Demo { size_mib, keep } => demo::run(size_mib, keep).await,
+        Command::Jobs(command) => jobs::run(&store_dir(cli.store)?, command).await,
     }
 }
 
