@@ -22,10 +22,10 @@ async fn start_daemon(work: &Workspace, extra: &[&str]) -> (Child, Client) {
     let daemon = work.spawn(&args);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(Some(client)) = Client::for_store(&work.store()) {
-            if client.health().await.is_ok() {
-                return (daemon, client);
-            }
+        if let Ok(Some(client)) = Client::for_store(&work.store())
+            && client.health().await.is_ok()
+        {
+            return (daemon, client);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
