@@ -542,6 +542,24 @@ async fn delete_stops_the_transfer_and_clear_removes_the_partial() {
         mirror.open_connections() == 0
     })
     .await;
+
+    // A paused job's partial, which no transfer holds, is discarded too.
+    daemon.client.retry(&job.id).await.unwrap();
+    daemon.wait_for(&job.id, JobState::Running).await;
+    let before = mirror.body_bytes();
+    wait_until("bytes move once more", || {
+        mirror.body_bytes() > before + MIB
+    })
+    .await;
+    daemon.client.cancel(&job.id, false).await.unwrap();
+    wait_until("the mirror's connections closed", || {
+        mirror.open_connections() == 0
+    })
+    .await;
+    wait_until("the paused partial is on disk", || partials() > 0).await;
+    let cleared = daemon.client.cancel(&job.id, true).await.unwrap();
+    assert_eq!(cleared.state, JobState::Cancelled);
+    wait_until("the paused partial is discarded", || partials() == 0).await;
 }
 
 #[tokio::test]

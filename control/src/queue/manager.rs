@@ -168,16 +168,34 @@ impl State {
         }
     }
 
-    /// Moves the job at `at` to the end of the list as queued; returns its
-    /// position.
-    fn requeue(&mut self, at: usize) -> usize {
+    /// Adds a queued job for `spec` at the end.
+    fn add(&mut self, spec: JobSpec) -> Result<Job, QueueError> {
+        self.check_room()?;
+        let job = Job::new(JobId::numbered(self.next_id), spec);
+        self.next_id += 1;
+        self.jobs.push(job.clone());
+        Ok(job)
+    }
+
+    /// Queues the paused, failed or cancelled job at `at` again, at the
+    /// end; returns its position.
+    fn retry_at(&mut self, at: usize) -> Result<usize, QueueError> {
+        let job = &self.jobs[at];
+        if !job.state.is_at_rest() || job.state == JobState::Completed {
+            return Err(QueueError::WrongState {
+                id: job.id.clone(),
+                state: job.state,
+                hint: "only paused, failed or cancelled jobs can be retried",
+            });
+        }
+        self.check_room()?;
         let mut job = self.jobs.remove(at);
         job.state = JobState::Queued;
         job.error = None;
         job.result = None;
         job.finished_at = None;
         self.jobs.push(job);
-        self.pending()
+        Ok(self.pending())
     }
 
     /// Forgets the oldest completed jobs beyond [`KEEP_COMPLETED`].
@@ -254,11 +272,7 @@ impl Queue {
     pub fn queue(&self, spec: JobSpec) -> Result<Job, QueueError> {
         runner::fetch_request(&spec)?;
         let mut state = self.state();
-        state.check_room()?;
-        let id = JobId::numbered(state.next_id);
-        state.next_id += 1;
-        let job = Job::new(id, spec);
-        state.jobs.push(job.clone());
+        let job = state.add(spec)?;
         self.commit(&mut state)?;
         Ok(job)
     }
@@ -268,9 +282,13 @@ impl Queue {
     /// # Errors
     /// As [`Queue::queue`].
     pub fn queue_and_process(&self, spec: JobSpec) -> Result<Job, QueueError> {
-        let job = self.queue(spec)?;
-        self.process()?;
-        Ok(self.job(&job.id).unwrap_or(job))
+        runner::fetch_request(&spec)?;
+        let mut state = self.state();
+        let id = state.add(spec)?.id;
+        state.processing = true;
+        self.commit(&mut state)?;
+        let at = state.find(&id)?;
+        Ok(state.jobs[at].clone())
     }
 
     /// Like [`Queue::queue`] (or [`Queue::queue_and_process`] with
@@ -282,28 +300,26 @@ impl Queue {
     /// # Errors
     /// As [`Queue::queue`].
     pub fn queue_smart(&self, spec: JobSpec, start: bool) -> Result<(Job, bool), QueueError> {
-        let existing = {
-            let state = self.state();
-            state
-                .jobs
-                .iter()
-                .rev()
-                .find(|job| job.spec.same_work(&spec))
-                .map(|job| (job.id.clone(), job.state))
-        };
+        runner::fetch_request(&spec)?;
+        // One lock throughout, so that two callers with the same target
+        // get one job.
+        let mut state = self.state();
+        let existing = state.jobs.iter().rposition(|job| job.spec.same_work(&spec));
         let (id, created) = match existing {
-            Some((id, state)) if state.is_at_rest() && state != JobState::Completed => {
-                self.retry(&id)?;
+            Some(at) => {
+                let job = &state.jobs[at];
+                let id = job.id.clone();
+                if job.state.is_at_rest() && job.state != JobState::Completed {
+                    state.retry_at(at)?;
+                }
                 (id, false)
             }
-            Some((id, _)) => (id, false),
-            None => (self.queue(spec)?.id, true),
+            None => (state.add(spec)?.id, true),
         };
-        if start {
-            self.process()?;
-        }
-        let job = self.job(&id).ok_or(QueueError::UnknownJob(id))?;
-        Ok((job, created))
+        state.processing |= start;
+        self.commit(&mut state)?;
+        let at = state.find(&id)?;
+        Ok((state.jobs[at].clone(), created))
     }
 
     /// Starts processing the queue: from now on (and after restarts) queued
@@ -509,16 +525,7 @@ impl Queue {
     pub fn retry(&self, id: &JobId) -> Result<usize, QueueError> {
         let mut state = self.state();
         let at = state.find(id)?;
-        let job_state = state.jobs[at].state;
-        if !job_state.is_at_rest() || job_state == JobState::Completed {
-            return Err(QueueError::WrongState {
-                id: id.clone(),
-                state: job_state,
-                hint: "only paused, failed or cancelled jobs can be retried",
-            });
-        }
-        state.check_room()?;
-        let position = state.requeue(at);
+        let position = state.retry_at(at)?;
         self.commit(&mut state)?;
         Ok(position)
     }
