@@ -31,7 +31,7 @@ mod queue;
 #[cfg(feature = "runtime")]
 mod server;
 
-pub use job::{Job, JobId, JobProgress, JobResult, JobSpec, JobState, Target, now_ms};
+pub use job::{Job, JobId, JobProgress, JobResult, JobSpec, JobState, Target};
 pub use request::{
     JobRequest, Limits, MAX_BODY, RequestError, check_group, decode_job_request, decode_limits,
     decode_position,

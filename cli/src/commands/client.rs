@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use p2pmodel_control::{Client, JobProgress, JobRequest, JobSpec, JobState, Target};
+use p2pmodel_control::{Client, JobProgress, JobRequest, JobSpec, JobState, Lifecycle, Target};
 use p2pmodel_node::{Phase, Progress};
 use tokio::sync::watch;
 
@@ -46,6 +46,14 @@ pub async fn fetch(daemon: &Client, args: &FetchArgs) -> anyhow::Result<ExitCode
         .create(&request)
         .await
         .context("queueing the fetch on the daemon")?;
+    if let Ok(state) = daemon.lifecycle(Lifecycle::State).await
+        && state != "active"
+    {
+        eprintln!(
+            "p2pmodel: the daemon is {state}; job {} waits for `p2pmodel resume`",
+            job.id
+        );
+    }
     let display = Display::choose(args.json);
     let (progress, shown_progress) = watch::channel(node_progress(&job.progress));
     let shown = tokio::spawn(progress::show(display, label, shown_progress));
