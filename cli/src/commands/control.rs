@@ -18,7 +18,9 @@ pub struct Control {
 /// were running) and serves the API. Returns the node's store, which the
 /// rest of the daemon shares (a store is opened once per process).
 pub async fn start(store: Store, args: &ControlArgs) -> anyhow::Result<(Store, Control)> {
-    let root = store.root().to_path_buf();
+    // Absolute, so that the paths in job results mean the same to clients
+    // started in other folders.
+    let root = std::path::absolute(store.root()).context("resolving the store folder")?;
     drop(store);
     let node = NodeBuilder::new(&root)
         .spawn()
