@@ -265,7 +265,7 @@ pub fn decode_limits(body: &[u8]) -> Result<Limits, RequestError> {
 }
 
 /// Returns an error unless `name` is a usable group name: 1 to
-/// [`MAX_GROUP`] bytes of ASCII letters, digits, `.`, `_` and `-`.
+/// 128 bytes of ASCII letters, digits, `.`, `_` and `-`.
 ///
 /// # Errors
 /// [`RequestError::Invalid`] for field `group`.

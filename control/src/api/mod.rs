@@ -1,5 +1,5 @@
 //! The HTTP/JSON control API: [`router`] over a [`Queue`], every route
-//! under `/v1` and behind the bearer token ([`auth`]).
+//! under `/v1` and behind the bearer token (see `auth.rs`).
 //!
 //! [`ENDPOINTS`] lists every route the router serves; `openapi.json` at the
 //! crate's root documents each of them (a test holds the two together) and
