@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use super::error::QueueError;
 use super::persist::{self, JobsFile, PersistError};
 use super::runner;
+use super::state::State;
 use crate::job::{Job, JobId, JobResult, JobSpec, JobState, now_ms};
 use crate::request::Limits;
 
@@ -122,95 +123,6 @@ struct Inner {
     changes: watch::Sender<u64>,
     /// Verified bytes received by this queue's transfers since it opened.
     received: AtomicU64,
-}
-
-struct State {
-    /// Every job; queued ones in queue order.
-    jobs: Vec<Job>,
-    /// The node request of each running job.
-    running: HashMap<JobId, RequestId>,
-    next_id: u64,
-    processing: bool,
-    config: QueueConfig,
-}
-
-impl State {
-    fn find(&self, id: &JobId) -> Result<usize, QueueError> {
-        self.jobs
-            .iter()
-            .position(|job| &job.id == id)
-            .ok_or_else(|| QueueError::UnknownJob(id.clone()))
-    }
-
-    fn pending(&self) -> usize {
-        self.count(JobState::Queued)
-    }
-
-    fn count(&self, state: JobState) -> usize {
-        self.jobs.iter().filter(|job| job.state == state).count()
-    }
-
-    fn check_room(&self) -> Result<(), QueueError> {
-        let pending = self.pending();
-        if pending >= self.config.max_queued {
-            return Err(QueueError::QueueFull(pending));
-        }
-        Ok(())
-    }
-
-    fn counts(&self) -> Counts {
-        Counts {
-            active: self.count(JobState::Running),
-            pending: self.pending(),
-            max_queued: self.config.max_queued,
-            max_concurrent: self.config.max_concurrent,
-            processing: self.processing,
-        }
-    }
-
-    /// Adds a queued job for `spec` at the end.
-    fn add(&mut self, spec: JobSpec) -> Result<Job, QueueError> {
-        self.check_room()?;
-        let job = Job::new(JobId::numbered(self.next_id), spec);
-        self.next_id += 1;
-        self.jobs.push(job.clone());
-        Ok(job)
-    }
-
-    /// Queues the paused, failed or cancelled job at `at` again, at the
-    /// end; returns its position.
-    fn retry_at(&mut self, at: usize) -> Result<usize, QueueError> {
-        let job = &self.jobs[at];
-        if !job.state.is_at_rest() || job.state == JobState::Completed {
-            return Err(QueueError::WrongState {
-                id: job.id.clone(),
-                state: job.state,
-                hint: "only paused, failed or cancelled jobs can be retried",
-            });
-        }
-        self.check_room()?;
-        let mut job = self.jobs.remove(at);
-        job.state = JobState::Queued;
-        job.error = None;
-        job.result = None;
-        job.finished_at = None;
-        self.jobs.push(job);
-        Ok(self.pending())
-    }
-
-    /// Forgets the oldest completed jobs beyond [`KEEP_COMPLETED`].
-    fn trim_completed(&mut self) {
-        let mut excess = self
-            .count(JobState::Completed)
-            .saturating_sub(KEEP_COMPLETED);
-        self.jobs.retain(|job| {
-            if excess > 0 && job.state == JobState::Completed {
-                excess -= 1;
-                return false;
-            }
-            true
-        });
-    }
 }
 
 impl Queue {

@@ -5,6 +5,7 @@ mod error;
 mod manager;
 mod persist;
 mod runner;
+mod state;
 
 pub use error::QueueError;
 pub use manager::{Counts, KEEP_COMPLETED, Queue, QueueConfig, Snapshot};
