@@ -87,7 +87,9 @@ pub enum Command {
         rate: Option<String>,
     },
     /// Seed the store to peers: listen, print the peer id and addresses
-    /// (also written to STORE/daemon.addrs), serve until Ctrl+C
+    /// (also written to STORE/daemon.addrs), serve until Ctrl+C; also runs
+    /// the download queue and its control API (STORE/control.addr, token
+    /// in STORE/control.token)
     Daemon {
         /// Address to listen on; repeatable
         #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
@@ -95,7 +97,13 @@ pub enum Command {
         /// Serve peers at most this many bytes per second, all together (e.g. 20M)
         #[arg(long, value_name = "RATE")]
         upload_limit: Option<String>,
+        /// The control API and its queue
+        #[command(flatten)]
+        control: ControlArgs,
     },
+    /// Commands that talk to the daemon running on the store
+    #[command(flatten)]
+    Jobs(JobsCommand),
     /// Show p2pmodel at work on this machine alone: a local mirror serving a
     /// generated model, fetched with a progress bar, paused and resumed
     Demo {
@@ -155,4 +163,105 @@ pub struct FetchArgs {
     /// ~/.cache/huggingface/hub]
     #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true)]
     pub hf_cache: Option<Option<PathBuf>>,
+}
+
+/// Flags of `daemon` for its control API and queue.
+#[derive(Debug, clap::Args)]
+pub struct ControlArgs {
+    /// Address of the control API (its port is written to STORE/control.addr)
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "IP:PORT")]
+    pub control_listen: std::net::SocketAddr,
+    /// Allow the control API on an address other than loopback (anyone who
+    /// reaches it with the token controls the daemon; the token travels in
+    /// clear HTTP)
+    #[arg(long)]
+    pub control_allow_remote: bool,
+    /// Jobs whose transfers run at once
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub max_concurrent_jobs: usize,
+    /// Jobs that may wait in the queue; more are refused
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_queued_jobs: usize,
+}
+
+/// Subcommands of `queue`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Move a queued job to POSITION (1 starts next); prints the position taken
+    Move {
+        /// Job id
+        id: String,
+        /// New position, from 1
+        position: u64,
+    },
+    /// Forget a job that is not running
+    Remove {
+        /// Job id
+        id: String,
+    },
+    /// Forget every failed job
+    ClearFailed,
+    /// Pause every queued and running job
+    CancelAll,
+    /// Pause the queued and running jobs of a group
+    CancelGroup {
+        /// Group name
+        name: String,
+    },
+    /// Start queued jobs from now on
+    Start,
+    /// Print running and waiting jobs, and the limits
+    Counts {
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the limits
+    Limits {
+        /// Jobs that may wait
+        #[arg(long, value_name = "N")]
+        max_queued: Option<usize>,
+        /// Jobs that run at once
+        #[arg(long, value_name = "N")]
+        max_concurrent: Option<usize>,
+    },
+}
+
+/// Commands that talk to the daemon on the same store, through its control API.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List the daemon's jobs: queued (in order), running, paused, done, failed
+    #[command(name = "jobs")]
+    List {
+        /// Print the daemon's JSON snapshot
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one of the daemon's jobs, as JSON
+    Job {
+        /// Job id (as `p2pmodel jobs` prints it)
+        id: String,
+    },
+    /// Cancel one of the daemon's jobs: a pause that keeps its partial download
+    Cancel {
+        /// Job id
+        id: String,
+        /// Also discard the partial download
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Queue a paused, failed or cancelled job of the daemon again
+    Retry {
+        /// Job id
+        id: String,
+    },
+    /// Manage the daemon's queue
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Suspend the daemon's node: connections close, transfers wait
+    Suspend,
+    /// Resume the daemon's node: transfers continue, queued jobs start
+    Resume,
+    /// Print the daemon's node state (active, suspending, suspended, resuming)
+    State,
 }

@@ -42,11 +42,29 @@ pub fn binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let status = std::process::Command::new(env!("CARGO"))
+            let mut build = std::process::Command::new(env!("CARGO"));
+            build
                 .args(["build", "--quiet", "-p", "p2pmodel", "--bin", "p2pmodel"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo runs");
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            // Cargo sets these for the test process. Passed on, they reach
+            // ring's build script, which reruns when they change: the TLS
+            // chain would be rebuilt here, and again by the next build.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                let per_crate = [
+                    "CARGO_PKG_",
+                    "CARGO_MANIFEST_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                ];
+                if per_crate.iter().any(|prefix| name.starts_with(prefix))
+                    || name == "CARGO_PRIMARY_PACKAGE"
+                    || name == "CARGO_TARGET_TMPDIR"
+                {
+                    build.env_remove(name.as_ref());
+                }
+            }
+            let status = build.status().expect("cargo runs");
             assert!(status.success(), "building the p2pmodel binary failed");
             let exe = std::env::current_exe().expect("test binary path");
             // target/debug/deps/e2e-HASH -> target/debug/p2pmodel

@@ -4,10 +4,12 @@
 //! Where new tests go: one module per user-facing topic.
 //! - `crash`: SIGKILL and SIGINT in the middle of a fetch, then resume.
 //! - `cli`: the commands as a user types them.
+//! - `control`: the daemon's queue and control API, and `fetch` as its client.
 //! - `faults`: random kills, a full disk.
 //! - `peers`: a seeding daemon and peers that fetch from it.
 
 mod cli;
+mod control;
 mod crash;
 mod faults;
 mod peers;

@@ -3,6 +3,8 @@
 //! Prints the peer id and the addresses to dial, one per line, and writes
 //! the addresses to `STORE/daemon.addrs` so that tools and tests can find
 //! the daemon. Peers dial it with `p2pmodel fetch HASH --peer ADDRESS`.
+//! Beside the swarm it runs the download queue and its control API (see
+//! `control.rs`).
 
 use std::process::ExitCode;
 
@@ -14,6 +16,8 @@ use p2pmodel_node::NodeBuilder;
 use super::fetch::swarm_config;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::args::ControlArgs;
+
 /// File in the store folder listing the daemon's addresses.
 pub const ADDRS_FILE: &str = "daemon.addrs";
 
@@ -21,14 +25,19 @@ pub async fn run(
     root: PathBuf,
     listen: &[String],
     upload_limit: Option<&str>,
+    control: &ControlArgs,
 ) -> anyhow::Result<ExitCode> {
     let config = swarm_config(listen, upload_limit)?;
     let listening = config.listen.len();
+    // Absolute, so that the paths in job results mean the same to clients
+    // started in other folders.
+    let root = std::path::absolute(&root).context("resolving the store folder")?;
     let node = NodeBuilder::new(&root)
         .swarm(config)
         .spawn()
         .with_context(|| format!("starting a node on the store at {}", root.display()))?;
     let swarm = node.swarm().expect("the node joined the swarm").clone();
+    let control = super::control::start(node, control).await?;
     let mut addrs = swarm.listen_addrs().await;
     while addrs.len() < listening {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -49,6 +58,7 @@ pub async fn run(
         _ = terminate.recv() => {}
     }
     let _ = std::fs::remove_file(&file);
-    node.shutdown().await;
+    // Stops the API, then the node (and its swarm).
+    control.stop().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,10 @@ use crate::progress::{self, Display};
 const INTERRUPTED: u8 = 130;
 
 pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode> {
+    // A daemon on this store holds it: the fetch becomes one of its jobs.
+    if let Some(daemon) = super::client::daemon(&store_dir).await? {
+        return super::client::fetch(&daemon, &args).await;
+    }
     let (request, label, prints_hash) = request(&args)?;
     let display = Display::choose(args.json);
     let config = FetcherConfig::default()

@@ -2,9 +2,12 @@
 //! and returns the process's exit code.
 
 mod add;
+mod client;
+mod control;
 mod daemon;
 mod demo;
 mod fetch;
+mod jobs;
 mod serve;
 mod store;
 
@@ -36,8 +39,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon {
             listen,
             upload_limit,
-        } => daemon::run(store_dir(cli.store)?, &listen, upload_limit.as_deref()).await,
+            control,
+        } => {
+            daemon::run(
+                store_dir(cli.store)?,
+                &listen,
+                upload_limit.as_deref(),
+                &control,
+            )
+            .await
+        }
         Command::Demo { size_mib, keep } => demo::run(size_mib, keep).await,
+        Command::Jobs(command) => jobs::run(&store_dir(cli.store)?, command).await,
     }
 }
 

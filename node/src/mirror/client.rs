@@ -20,6 +20,8 @@ use url::Url;
 /// Largest sidecar outboard read into memory (256 MiB: the tree of a
 /// 64 GiB blob). Larger blobs are verified whole at the end instead.
 const MAX_SIDECAR: u64 = 256 << 20;
+/// How long an idle connection to a mirror is kept for the next request.
+const POOL_IDLE: Duration = Duration::from_secs(2);
 
 /// Timeouts and retry limits for talking to mirrors.
 #[derive(Debug, Clone)]
@@ -224,6 +226,9 @@ impl MirrorClient {
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
             .redirect(policy)
+            // Back-to-back requests reuse a connection; once a transfer
+            // stops (paused, cancelled, done), the mirror sees it close.
+            .pool_idle_timeout(POOL_IDLE)
             .user_agent(concat!("p2pmodel/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a client with a crypto provider and no custom TLS builds");

@@ -31,7 +31,7 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, noise, tcp, yamux};
+use libp2p::{PeerId, StreamProtocol, identify, noise, tcp, yamux};
 use p2pmodel_protocol::wire::WireError;
 use p2pmodel_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +39,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bandwidth::Bandwidth;
+
+pub use libp2p::Multiaddr;
 
 /// The chunk exchange protocol (see `p2pmodel_protocol::wire`).
 pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pmodel/chunks/1");
