@@ -5,11 +5,16 @@
 //!   faults real servers show (ignored `Range`, 5xx, truncation, resets,
 //!   stalls, corrupted bytes, redirects, content replaced mid-download).
 //! - [`generate`]: incompressible deterministic data of any size.
+//! - [`HostilePeer`]: a real libp2p peer on loopback that speaks the chunk
+//!   protocol and misbehaves in one chosen [`Misbehaviour`], or floods
+//!   another node with streams and connections.
 //! - [`binary`]: the `p2pmodel` binary under test, built on first use.
 
 mod connections;
+mod hostile;
 mod mirror;
 
+pub use hostile::{Flood, HostilePeer, Misbehaviour};
 pub use mirror::{Faults, TestMirror};
 
 use std::path::PathBuf;
