@@ -5,10 +5,12 @@
 //! - `crash`: SIGKILL and SIGINT in the middle of a fetch, then resume.
 //! - `cli`: the commands as a user types them.
 //! - `faults`: random kills, a full disk.
+//! - `flood`: a seeding daemon under floods of streams and connections.
 //! - `peers`: a seeding daemon and peers that fetch from it.
 
 mod cli;
 mod crash;
 mod faults;
+mod flood;
 mod peers;
 mod util;
