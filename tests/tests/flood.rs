@@ -1,4 +1,4 @@
-//! A seeding daemon under floods from a hostile client: thousands of
+//! A seeding daemon under floods from hostile clients: thousands of
 //! streams asking for 4 MiB each and never reading, thousands of
 //! connections. Its memory stays bounded (peak RSS read from
 //! `/proc/PID/status`) and an honest peer still fetches.
@@ -82,21 +82,33 @@ async fn a_flood_of_gets_never_read_keeps_memory_bounded_and_an_honest_fetch_com
     let (mut daemon, addr, hash) = seeding_daemon(&seed, 64 * MIB).await;
     let before = status_bytes(&daemon, "VmRSS");
 
-    let hostile = HostilePeer::client().await;
-    let peer = hostile.dial(&addr).await;
     let get = Request::Get {
         hash,
         start: 0,
         end: MAX_CHUNKS_PER_GET,
     };
-    // 10,000 streams of 4 MiB answers, the last 500 of them held unread.
-    let flood = tokio::spawn(async move {
-        let flood = hostile.flood(peer, &get, 10_000, 500).await;
-        (hostile, flood)
-    });
+    // Four hostile peers, 2,500 streams each asking for 4 MiB; each holds
+    // its last 125 streams unread.
+    let mut floods = Vec::new();
+    for _ in 0..4 {
+        let hostile = HostilePeer::client().await;
+        let peer = hostile.dial(&addr).await;
+        let get = get.clone();
+        floods.push(tokio::spawn(async move {
+            let flood = hostile.flood(peer, &get, 2500, 125).await;
+            (hostile, flood)
+        }));
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     honest_fetch(hash, &addr).await;
-    let (_hostile, flood) = flood.await.unwrap();
+    let mut flood = testkit::Flood::default();
+    let mut hostile = Vec::new();
+    for done in floods {
+        let (peer, one) = done.await.unwrap();
+        flood.sent += one.sent;
+        flood.failed += one.failed;
+        hostile.push(peer);
+    }
 
     let peak = status_bytes(&daemon, "VmHWM");
     println!(

@@ -1,8 +1,9 @@
 //! What the provider spends on peers at once: streams being read or
 //! answered, answers being built or written, and the bytes of those
-//! answers; all peers together, and at most a quarter of each for any one
+//! answers; all peers together, and at most an eighth of each for any one
 //! peer, so that a peer flooding requests can neither grow memory past
-//! the limits nor take every slot from the others.
+//! the limits nor take every slot from the others (eight peers flooding
+//! at once can: the others are then refused as busy and ask again).
 //!
 //! A [`Ticket`] is taken per stream and holds what its answer uses until
 //! it is dropped (after the answer is written, or the stream given up).
@@ -12,8 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use libp2p::PeerId;
 
-/// The most one peer may hold of each limit: a quarter.
-const PEER_SHARE: usize = 4;
+/// The most one peer may hold of each limit: an eighth.
+const PEER_SHARE: usize = 8;
 
 /// The limits, and what is used of them now.
 #[derive(Debug)]
@@ -164,22 +165,22 @@ mod tests {
 
     fn limits() -> Use {
         Use {
-            streams: 8,
-            answers: 4,
-            bytes: 400,
+            streams: 16,
+            answers: 8,
+            bytes: 800,
         }
     }
 
     #[test]
-    fn one_peer_gets_a_quarter_and_others_the_rest() {
+    fn one_peer_gets_an_eighth_and_others_the_rest() {
         let budget = Budget::new(limits());
         let (greedy, other) = (PeerId::random(), PeerId::random());
         let mut first = budget.stream(greedy).unwrap();
         let second = budget.stream(greedy).unwrap();
-        assert!(budget.stream(greedy).is_none(), "a quarter of 8 streams");
+        assert!(budget.stream(greedy).is_none(), "an eighth of 16 streams");
         assert!(first.answer());
         assert!(first.reserve(100));
-        assert!(!first.reserve(1), "a quarter of 400 bytes");
+        assert!(!first.reserve(1), "an eighth of 800 bytes");
         let mut theirs = budget.stream(other).unwrap();
         assert!(theirs.answer() && theirs.reserve(100));
         drop((first, second));
@@ -191,16 +192,16 @@ mod tests {
     #[test]
     fn all_peers_together_stay_within_the_limits() {
         let budget = Budget::new(limits());
-        let mut tickets: Vec<Ticket> = (0..20)
+        let mut tickets: Vec<Ticket> = (0..40)
             .filter_map(|_| budget.stream(PeerId::random()))
             .collect();
-        assert_eq!(tickets.len(), 8);
+        assert_eq!(tickets.len(), 16);
         let answering = tickets
             .iter_mut()
             .map(Ticket::answer)
             .filter(|ok| *ok)
             .count();
-        assert_eq!(answering, 4);
-        assert_eq!(budget.used().streams, 8);
+        assert_eq!(answering, 8);
+        assert_eq!(budget.used().streams, 16);
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Peers are untrusted, so everything an answer holds is bounded
 //! ([`budget`](super::budget)): streams being read or answered, answers
-//! being built or written, and their bytes, with at most a quarter of each
+//! being built or written, and their bytes, with at most an eighth of each
 //! for one peer. A stream over the limit is dropped at once; a request
 //! over it is refused as busy. A request must arrive within
 //! [`REQUEST_TIMEOUT`] and its answer be taken within [`ANSWER_TIMEOUT`],
@@ -32,13 +32,13 @@ use crate::bandwidth::Bandwidth;
 /// Largest request body read (requests are small).
 const MAX_REQUEST: usize = 1024;
 /// What answers may use at once, all peers together: 1,024 streams, 64
-/// answers and 32 MiB of answer bytes (eight of the largest). While an
-/// answer is framed it briefly exists twice more, so answers never hold
-/// much more than 100 MiB.
+/// answers and 64 MiB of answer bytes (sixteen of the largest); one peer
+/// gets an eighth of each. While an answer is framed it briefly exists
+/// twice more, so answers never hold much more than 200 MiB.
 const LIMITS: Use = Use {
     streams: 1024,
     answers: 64,
-    bytes: 32 << 20,
+    bytes: 64 << 20,
 };
 /// Longest wait for the request frame of a new stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
