@@ -5,14 +5,19 @@
 //!   most the pieces it had in flight when it was dropped, all verified.
 //! - `alone`: a leecher given only the hostile peer fails with an error
 //!   naming it, publishes nothing, and every chunk it kept is right.
+//! - A torn store: a seed whose bitmap claims chunks whose bytes were
+//!   flipped on disk (in a partial and in a complete blob) never serves
+//!   them, and the leecher gets them from another seed.
 
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use p2pmodel_node::swarm::SwarmConfig;
+use p2pmodel_node::swarm::{SwarmConfig, getter};
 use p2pmodel_node::{FetchRequest, Node, NodeBuilder, Progress};
-use p2pmodel_protocol::Hash;
 use p2pmodel_protocol::chunks::CHUNK_SIZE;
+use p2pmodel_protocol::wire::{Refusal, Request, Response};
+use p2pmodel_protocol::{Hash, Outboard};
+use p2pmodel_store::{PartialKey, PartialMode};
 use testkit::{HostilePeer, Misbehaviour, b3sum, generate};
 
 const MIB: u64 = 1 << 20;
@@ -31,25 +36,30 @@ fn loopback() -> Multiaddr {
 
 /// A node in the swarm holding `data`; returns it, the hash and its address.
 async fn seed(dir: &tempfile::TempDir, data: &[u8]) -> (Node, Hash, Multiaddr) {
-    let node = NodeBuilder::new(dir.path().join("seed"))
+    let node = listening(dir, "seed").await;
+    let hash = node.store().import_bytes(data).unwrap();
+    let addr = listen_addr(&node).await;
+    (node, hash, addr)
+}
+
+/// A node in the swarm listening on loopback, with an empty store.
+async fn listening(dir: &tempfile::TempDir, name: &str) -> Node {
+    NodeBuilder::new(dir.path().join(name))
         .swarm(SwarmConfig::listen([loopback()]))
         .spawn()
-        .unwrap();
-    let hash = node.store().import_bytes(data).unwrap();
+        .unwrap()
+}
+
+/// The first address `node` listens on, once it does.
+async fn listen_addr(node: &Node) -> Multiaddr {
     for _ in 0..200 {
-        if let Some(addr) = node
-            .swarm()
-            .unwrap()
-            .listen_addrs()
-            .await
-            .into_iter()
-            .next()
-        {
-            return (node, hash, addr);
+        let addrs = node.swarm().unwrap().listen_addrs().await;
+        if let Some(addr) = addrs.into_iter().next() {
+            return addr;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the seed never listened");
+    panic!("the node never listened");
 }
 
 /// A node in the swarm that only dials out.
@@ -138,6 +148,97 @@ async fn alone(misbehaviour: Misbehaviour) {
         }
         assert!(kept.present.count() * CHUNK_SIZE <= IN_FLIGHT);
     }
+}
+
+/// Flips one byte of chunk `chunk` in the file at `path`, behind the
+/// store's back.
+fn flip(path: &std::path::Path, chunk: u64) {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    let at = chunk * CHUNK_SIZE + 100;
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+    file.sync_all().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeds_with_torn_chunks_never_serve_them_and_the_leecher_gets_them_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(SIZE, 13);
+    let outboard = Outboard::compute(&data[..], SIZE).unwrap();
+    let hash = outboard.hash();
+    let (torn_partial, torn_blob, honest) = (100, 700, 0);
+
+    // A seed with every chunk verified and committed in a partial, then
+    // one chunk flipped in the partial's data file.
+    let partial_seed = listening(&dir, "partial-seed").await;
+    let store = partial_seed.store();
+    store.put_partial_outboard(&outboard).unwrap();
+    let partial = store
+        .open_partial(PartialKey::Blob(hash), SIZE, PartialMode::Verified)
+        .unwrap();
+    partial.write_chunks(0, &data).unwrap();
+    partial.commit().unwrap();
+    drop(partial);
+    flip(
+        &store.root().join("partial").join(format!("{hash}.data")),
+        torn_partial,
+    );
+    // A seed with the complete blob, one chunk flipped.
+    let blob_seed = listening(&dir, "blob-seed").await;
+    blob_seed.store().import_bytes(&data).unwrap();
+    flip(&blob_seed.store().blob_path(hash), torn_blob);
+    let (partial_addr, blob_addr) = (
+        listen_addr(&partial_seed).await,
+        listen_addr(&blob_seed).await,
+    );
+
+    // Asked directly, each refuses its torn chunk and serves a sound one.
+    let asker = leech(&dir);
+    let swarm = asker.swarm().unwrap();
+    for (addr, torn) in [(&partial_addr, torn_partial), (&blob_addr, torn_blob)] {
+        let peer = swarm.dial(addr.clone()).await.unwrap();
+        let get = |chunk: u64| Request::Get {
+            hash,
+            start: chunk,
+            end: chunk + 1,
+        };
+        let answer = getter::request(swarm, peer, &get(torn)).await.unwrap();
+        assert_eq!(answer, Response::Refused(Refusal::NotFound), "chunk {torn}");
+        let answer = getter::request(swarm, peer, &get(honest)).await.unwrap();
+        assert!(matches!(answer, Response::Data { .. }), "chunk {honest}");
+    }
+    drop(asker);
+
+    // A leecher given both torn seeds and an honest one ends with the
+    // right bytes.
+    let other = tempfile::tempdir().unwrap();
+    let (_honest_seed, _, honest_addr) = seed(&other, &data).await;
+    let leecher = NodeBuilder::new(other.path().join("leecher"))
+        .swarm(SwarmConfig::default())
+        .spawn()
+        .unwrap();
+    let fetched = tokio::time::timeout(
+        STUCK,
+        leecher
+            .fetch(
+                FetchRequest::hash(hash)
+                    .with_peer(partial_addr)
+                    .with_peer(blob_addr)
+                    .with_peer(honest_addr),
+            )
+            .unwrap(),
+    )
+    .await
+    .expect("the fetch ends")
+    .expect("the honest seed fills the torn chunks");
+    assert_eq!(b3sum(fetched.path()), hash.to_hex());
 }
 
 macro_rules! cases {
