@@ -50,7 +50,11 @@ fn read_all<M: Message + PartialEq + std::fmt::Debug>(stream: &[u8], piece: usiz
             };
             assert!(len <= MAX_FRAME);
             if buffer.len() < 4 + len {
-                assert_eq!(decode_frame::<M>(&buffer), Ok(None), "an incomplete frame waits");
+                assert_eq!(
+                    decode_frame::<M>(&buffer),
+                    Ok(None),
+                    "an incomplete frame waits"
+                );
                 break;
             }
             let exact = decode_frame::<M>(&buffer[..4 + len]);
