@@ -203,8 +203,24 @@ impl Fetcher {
         // out, and never shrink or reset a verified partial.
         let size = match self.store.outboard(hash)? {
             Some(outboard) => Some(outboard.size()),
-            None => size.or_else(|| holders.first().map(|(_, size)| *size)),
+            None if size.is_some() => size,
+            // A peer's word on the size counts only with an outboard that
+            // matches the hash: a lying peer cannot pick it for the others.
+            None => match tokio::select! {
+                found = self.size_from_peers(hash, &holders) => found?,
+                () = cancel.cancelled() => return Err(FetchError::Cancelled),
+            } {
+                Ok(size) => Some(size),
+                Err(failures) if mirrors.is_empty() => {
+                    return Err(FetchError::Sources(failures));
+                }
+                Err(_) => None,
+            },
         };
+        let holders: Vec<(PeerId, u64)> = holders
+            .into_iter()
+            .filter(|(_, held)| Some(*held) == size)
+            .collect();
         for _ in 0..MAX_RESTARTS {
             let (sources, size) = match self.probe_all(mirrors, size, &cancel).await {
                 Ok(probed) => probed,
@@ -553,6 +569,40 @@ impl Fetcher {
         Ok(self.store.outboard(hash)?)
     }
 
+    /// The size of the blob `hash` as the first of `holders` whose outboard
+    /// matches the hash gives it (the outboard is kept); else what each
+    /// holder did wrong.
+    async fn size_from_peers(
+        &self,
+        hash: Hash,
+        holders: &[(PeerId, u64)],
+    ) -> Result<Result<u64, Vec<String>>, FetchError> {
+        let Some(swarm) = &self.swarm else {
+            return Ok(Err(Vec::new()));
+        };
+        let mut failures = Vec::new();
+        // A few rounds: a connection may close under the first request.
+        for round in 0..OUTBOARD_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            failures.clear();
+            for (peer, size) in holders {
+                match getter::fetch_outboard(swarm, *peer, hash, *size).await {
+                    Ok(outboard) => {
+                        let store = self.store.clone();
+                        blocking(move || store.put_partial_outboard(&outboard)).await?;
+                        return Ok(Ok(*size));
+                    }
+                    Err(error) => {
+                        failures.push(format!("peer {peer}: no usable outboard: {error}"));
+                    }
+                }
+            }
+        }
+        Ok(Err(failures))
+    }
+
     /// Without an outboard, bytes must come from one mirror: the one an
     /// earlier run used, if it is still offered, else the first.
     fn unverified_source(
@@ -561,9 +611,10 @@ impl Fetcher {
         mut sources: Vec<MirrorSource>,
     ) -> Result<(PartialMode, Vec<MirrorSource>), FetchError> {
         if sources.is_empty() {
-            return Err(FetchError::Sources(vec![
-                "peers hold the blob but none lent its outboard, and no mirror was given".into(),
-            ]));
+            // Peers serve verified downloads only.
+            return Err(FetchError::Sources(vec![format!(
+                "no mirror is left and no peer gave an outboard matching {hash}"
+            )]));
         }
         let earlier = match self.store.partial_record(hash.as_bytes())? {
             Some(record) => match record.mode {

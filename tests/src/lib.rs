@@ -5,13 +5,18 @@
 //!   faults real servers show (ignored `Range`, 5xx, truncation, resets,
 //!   stalls, corrupted bytes, redirects, content replaced mid-download).
 //! - [`generate`]: incompressible deterministic data of any size.
+//! - [`HostilePeer`]: a real libp2p peer on loopback that speaks the chunk
+//!   protocol and misbehaves in one chosen [`Misbehaviour`], or floods
+//!   another node with streams and connections.
 //! - [`binary`]: the `p2pmodel` binary under test, built on first use.
 //! - [`tcp_sockets`]: the TCP sockets a process holds, as the OS sees them.
 
 mod connections;
+mod hostile;
 mod mirror;
 mod sockets;
 
+pub use hostile::{Flood, HostilePeer, Misbehaviour};
 pub use mirror::{Faults, TestMirror};
 pub use sockets::{TcpSocket, TcpState, tcp_sockets};
 

@@ -6,11 +6,13 @@
 //! - `cli`: the commands as a user types them.
 //! - `control`: the daemon's queue and control API, and `fetch` as its client.
 //! - `faults`: random kills, a full disk.
+//! - `flood`: a seeding daemon under floods of streams and connections.
 //! - `peers`: a seeding daemon and peers that fetch from it.
 
 mod cli;
 mod control;
 mod crash;
 mod faults;
+mod flood;
 mod peers;
 mod util;

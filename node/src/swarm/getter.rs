@@ -8,13 +8,17 @@ use std::time::Duration;
 use futures::AsyncWriteExt;
 use libp2p::PeerId;
 use p2pmodel_protocol::verified::outboard_size;
-use p2pmodel_protocol::wire::{MAX_FRAME, MAX_OUTBOARD_PER_GET, Request, Response};
+use p2pmodel_protocol::wire::{MAX_FRAME, MAX_OUTBOARD_PER_GET, Refusal, Request, Response};
 use p2pmodel_protocol::{Hash, Outboard};
 
 use super::{CHUNK_PROTOCOL, PeerError, Swarm, frame};
 
 /// Longest wait for one answer (4 MiB at a slow 1 Mbit/s is about 35 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause before asking a busy peer again.
+const BUSY_PAUSE: Duration = Duration::from_millis(200);
+/// Times a busy peer is asked before its refusal stands (about 10 s).
+const BUSY_TRIES: u32 = 50;
 
 /// Sends `request` to `peer` on a new stream and reads its answer.
 ///
@@ -27,6 +31,24 @@ pub async fn request(
     request: &Request,
 ) -> Result<Response, PeerError> {
     request_within(swarm, peer, request, REQUEST_TIMEOUT).await
+}
+
+/// [`request_within`], asked again while the peer answers that it is
+/// busy (up to [`BUSY_TRIES`] times); for requests whose refusal would end
+/// a fetch rather than be retried by the download.
+async fn request_unless_busy(
+    swarm: &Swarm,
+    peer: PeerId,
+    request: &Request,
+    limit: Duration,
+) -> Result<Response, PeerError> {
+    for _ in 1..BUSY_TRIES {
+        match request_within(swarm, peer, request, limit).await? {
+            Response::Refused(Refusal::Busy) => tokio::time::sleep(BUSY_PAUSE).await,
+            answer => return Ok(answer),
+        }
+    }
+    request_within(swarm, peer, request, limit).await
 }
 
 /// [`request`] with its own time limit.
@@ -53,27 +75,42 @@ pub(crate) async fn request_within(
 }
 
 /// The connected peers that hold at least one chunk of `hash`, with the
-/// size each gives for it. Peers that do not answer within five seconds
-/// are left out.
+/// size each gives for it. Peers that do not answer within five seconds,
+/// or stay busy, are left out.
 pub async fn holders(swarm: &Swarm, hash: Hash) -> Vec<(PeerId, u64)> {
-    let peers = swarm.connected_peers().await;
     let have = Request::Have { hash };
-    let answers = futures_util::future::join_all(
-        peers
-            .iter()
-            .map(|peer| request_within(swarm, *peer, &have, Duration::from_secs(5))),
-    )
-    .await;
-    peers
-        .into_iter()
-        .zip(answers)
-        .filter_map(|(peer, answer)| match answer {
-            Ok(Response::Have { size, bitmap }) if bitmap.iter().any(|b| *b != 0) => {
-                Some((peer, size))
+    let mut found = Vec::new();
+    // A few rounds while none answers: a stream may fail on a connection
+    // that is just closing (two peers that dialed each other at once).
+    for round in 0..3 {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let peers = swarm.connected_peers().await;
+        let answers = futures_util::future::join_all(
+            peers
+                .iter()
+                .map(|peer| request_unless_busy(swarm, *peer, &have, Duration::from_secs(5))),
+        )
+        .await;
+        let mut failed = false;
+        for (peer, answer) in peers.into_iter().zip(answers) {
+            match answer {
+                Ok(Response::Have { size, bitmap }) if bitmap.iter().any(|b| *b != 0) => {
+                    found.push((peer, size));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "asking what a peer holds failed");
+                    failed = true;
+                }
             }
-            _ => None,
-        })
-        .collect()
+        }
+        if !found.is_empty() || !failed {
+            break;
+        }
+    }
+    found
 }
 
 /// Fetches the outboard of the blob `hash` of `size` bytes from `peer` and
@@ -94,7 +131,7 @@ pub async fn fetch_outboard(
         let offset = bytes.len() as u64;
         let len = (total - offset).min(MAX_OUTBOARD_PER_GET);
         let get = Request::GetOutboard { hash, offset, len };
-        match request(swarm, peer, &get).await? {
+        match request_unless_busy(swarm, peer, &get, REQUEST_TIMEOUT).await? {
             Response::Outboard {
                 size: answered,
                 bytes: piece,

@@ -16,8 +16,10 @@
 //! addresses. Peers are found by dialing them (`--peer`) or when they dial
 //! in; a download uses every connected peer that has chunks it needs.
 
+mod budget;
 mod frame;
 pub mod getter;
+mod limits;
 mod provider;
 
 use std::collections::HashMap;
@@ -31,7 +33,7 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{PeerId, StreamProtocol, identify, noise, tcp, yamux};
+use libp2p::{PeerId, StreamProtocol, identify, noise, tcp};
 use p2pmodel_protocol::wire::WireError;
 use p2pmodel_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -78,6 +80,7 @@ pub enum PeerError {
 struct Behaviour {
     stream: libp2p_stream::Behaviour,
     identify: identify::Behaviour,
+    limits: libp2p::connection_limits::Behaviour,
 }
 
 enum Command {
@@ -150,7 +153,7 @@ impl Swarm {
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                limits::yamux,
             )
             .map_err(|e| setup(&e))?
             .with_behaviour(|key| Behaviour {
@@ -159,6 +162,7 @@ impl Swarm {
                     "/p2pmodel/1".into(),
                     key.public(),
                 )),
+                limits: limits::connections(),
             })
             .map_err(|e| setup(&e))?
             .with_swarm_config(|config| {

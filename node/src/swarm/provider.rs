@@ -1,30 +1,50 @@
 //! The provider side of the chunk exchange: answers each request from the
-//! store with verified chunks only.
+//! store with verified chunks only, within bounded memory.
 //!
 //! A node serves every chunk that is verified and committed: all of a
 //! complete blob, and the committed chunks of a verified partial, so peers
 //! still fetching feed each other. Each chunk is checked against the
 //! outboard as it is read (`encode_chunks`), so bytes that rotted on disk
 //! are refused, never sent.
+//!
+//! Peers are untrusted, so everything an answer holds is bounded
+//! ([`budget`](super::budget)): streams being read or answered, answers
+//! being built or written, and their bytes, with at most an eighth of each
+//! for one peer. A stream over the limit is dropped at once; a request
+//! over it is refused as busy. A request must arrive within
+//! [`REQUEST_TIMEOUT`] and its answer be taken within [`ANSWER_TIMEOUT`],
+//! so a silent or non-reading peer cannot hold a slot for long.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream};
-use p2pmodel_protocol::chunks::chunk_count;
+use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
 use p2pmodel_protocol::verified::outboard_size;
-use p2pmodel_protocol::wire::{MAX_FRAME, Refusal, Request, Response};
+use p2pmodel_protocol::wire::{MAX_FRAME, Refusal, Request, Response, encode_frame};
 use p2pmodel_store::Store;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{Budget, Ticket, Use};
 use super::frame;
 use crate::bandwidth::Bandwidth;
 
 /// Largest request body read (requests are small).
 const MAX_REQUEST: usize = 1024;
-/// Requests answered at once; more are refused as busy.
-const MAX_ANSWERING: usize = 64;
+/// What answers may use at once, all peers together: 1,024 streams, 64
+/// answers and 64 MiB of answer bytes (sixteen of the largest); one peer
+/// gets an eighth of each. While an answer is framed it briefly exists
+/// twice more, so answers never hold much more than 200 MiB.
+const LIMITS: Use = Use {
+    streams: 1024,
+    answers: 64,
+    bytes: 64 << 20,
+};
+/// Longest wait for the request frame of a new stream.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time to hand an answer to a peer (4 MiB at a slow 1 Mbit/s is
+/// about 35 s); the getter waits as long.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Answers every incoming stream of the chunk protocol until `stop`
 /// fires, then waits for the answers under way, so that the store is let
@@ -36,19 +56,22 @@ pub(crate) async fn serve(
     stop: CancellationToken,
 ) {
     use futures::StreamExt;
-    let answering = Arc::new(Semaphore::new(MAX_ANSWERING));
+    let budget = Budget::new(LIMITS);
     let mut answers = tokio::task::JoinSet::new();
     while let Some(Some((peer, stream))) = stop.run_until_cancelled(incoming.next()).await {
-        let permit = Arc::clone(&answering).try_acquire_owned().ok();
+        // Reap the finished ones so the set stays small.
+        while answers.try_join_next().is_some() {}
+        let Some(ticket) = budget.stream(peer) else {
+            tracing::debug!(%peer, "too many streams: dropping one");
+            continue;
+        };
         answers.spawn(answer_stream(
             store.clone(),
             peer,
             stream,
-            permit,
+            ticket,
             upload.clone(),
         ));
-        // Reap the finished ones so the set stays small.
-        while answers.try_join_next().is_some() {}
     }
     drop(store);
     while answers.join_next().await.is_some() {}
@@ -58,33 +81,57 @@ async fn answer_stream(
     store: Store,
     peer: PeerId,
     mut stream: Stream,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    mut ticket: Ticket,
     upload: Option<Bandwidth>,
 ) {
-    let request: Request = match frame::read(&mut stream, MAX_REQUEST).await {
-        Ok(request) => request,
-        Err(error) => {
+    let request = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        frame::read::<Request>(&mut stream, MAX_REQUEST),
+    )
+    .await;
+    let request = match request {
+        Ok(Ok(request)) => request,
+        Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "dropping a stream with a bad request");
             return;
         }
+        Err(_) => {
+            tracing::debug!(%peer, "dropping a stream that sent no request in time");
+            return;
+        }
     };
-    let response = match permit {
-        None => Response::Refused(Refusal::Busy),
-        Some(_permit) => tokio::task::spawn_blocking(move || answer(&store, &request))
-            .await
-            .unwrap_or(Response::Refused(Refusal::Busy)),
+    let (response, ticket) = if ticket.answer() {
+        tokio::task::spawn_blocking(move || {
+            let response = answer(&store, &request, &mut ticket);
+            (response, ticket)
+        })
+        .await
+        .expect("answering does not panic")
+    } else {
+        (Response::Refused(Refusal::Busy), ticket)
     };
     if let (Some(budget), Response::Data { encoded, .. }) = (&upload, &response) {
         budget.take(encoded.len() as u64).await;
     }
-    if let Err(error) = frame::write(&mut stream, &response).await {
-        tracing::debug!(%peer, %error, "could not answer");
+    let bytes = encode_frame(&response);
+    drop(response);
+    let written = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        stream.write_all(&bytes).await?;
+        stream.close().await
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "could not answer"),
+        Err(_) => tracing::debug!(%peer, "the peer did not take its answer in time"),
     }
-    let _ = stream.close().await;
+    // Held until here: the answer's bytes count until they are gone.
+    drop(ticket);
 }
 
-/// The answer to one request, from what the store holds.
-pub(crate) fn answer(store: &Store, request: &Request) -> Response {
+/// The answer to one request, from what the store holds, if `ticket` can
+/// reserve its bytes (else a busy refusal).
+fn answer(store: &Store, request: &Request, ticket: &mut Ticket) -> Response {
     let hash = match request {
         Request::Have { hash } | Request::Get { hash, .. } | Request::GetOutboard { hash, .. } => {
             *hash
@@ -98,6 +145,14 @@ pub(crate) fn answer(store: &Store, request: &Request) -> Response {
             return Response::Refused(Refusal::NotFound);
         }
     };
+    let cost = match *request {
+        Request::Have { .. } => readable.present.as_bytes().len(),
+        Request::Get { start, end, .. } => ((end - start) * CHUNK_SIZE) as usize,
+        Request::GetOutboard { len, .. } => len as usize,
+    };
+    if !ticket.reserve(cost) {
+        return Response::Refused(Refusal::Busy);
+    }
     match *request {
         Request::Have { .. } => Response::Have {
             size: readable.size,
