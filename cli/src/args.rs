@@ -97,6 +97,10 @@ pub enum Command {
         /// Serve peers at most this many bytes per second, all together (e.g. 20M)
         #[arg(long, value_name = "RATE")]
         upload_limit: Option<String>,
+        /// Do not find peers on the local network by mDNS (it is on by
+        /// default and multicasts on every interface)
+        #[arg(long)]
+        no_mdns: bool,
         /// The control API and its queue
         #[command(flatten)]
         control: ControlArgs,
@@ -136,6 +140,10 @@ pub struct FetchArgs {
     /// While fetching, serve peers at most this many bytes per second (e.g. 20M)
     #[arg(long, value_name = "RATE")]
     pub upload_limit: Option<String>,
+    /// Also find peers on the local network by mDNS (multicasts on every
+    /// interface)
+    #[arg(long)]
+    pub mdns: bool,
     /// Where to put the result: a file for a blob, a folder for a model
     #[arg(short, long)]
     pub output: Option<PathBuf>,

@@ -17,7 +17,7 @@ const MIB: u64 = 1 << 20;
 /// a client of its control API once that answers (a file left by a killed
 /// daemon does not count).
 async fn start_daemon(work: &Workspace, extra: &[&str]) -> (Child, Client) {
-    let mut args = vec!["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"];
+    let mut args = vec!["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
     args.extend_from_slice(extra);
     let daemon = work.spawn(&args);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -7,6 +7,7 @@
 //! - `control`: the daemon's queue and control API, and `fetch` as its client.
 //! - `faults`: random kills, a full disk.
 //! - `flood`: a seeding daemon under floods of streams and connections.
+//! - `lan`: discovery by mDNS, inside network namespaces the test makes.
 //! - `peers`: a seeding daemon and peers that fetch from it.
 
 mod cli;
@@ -14,5 +15,6 @@ mod control;
 mod crash;
 mod faults;
 mod flood;
+mod lan;
 mod peers;
 mod util;

@@ -26,7 +26,7 @@ async fn seeding_daemon(work: &Workspace, size: u64) -> (Child, Multiaddr, Hash)
     let out = work.run(&["add", file.to_str().unwrap()]).await;
     assert_ok(&out);
     let hash: Hash = stdout(&out).parse().unwrap();
-    let daemon = work.spawn(&["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let daemon = work.spawn(&["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
     let addrs = work.store().join("daemon.addrs");
     wait_until("the daemon wrote its addresses", || addrs.exists()).await;
     let addr = std::fs::read_to_string(&addrs).unwrap();

@@ -16,7 +16,7 @@ const MIB: u64 = 1 << 20;
 /// Starts `p2pmodel daemon` on the workspace's store with `extra`
 /// arguments; returns it and the first address it wrote to `daemon.addrs`.
 async fn start_daemon_with(work: &Workspace, extra: &[&str]) -> (tokio::process::Child, String) {
-    let mut args = vec!["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"];
+    let mut args = vec!["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
     args.extend_from_slice(extra);
     let daemon = work.spawn(&args);
     let addrs_file = work.store().join("daemon.addrs");

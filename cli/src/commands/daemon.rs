@@ -25,9 +25,10 @@ pub async fn run(
     root: PathBuf,
     listen: &[String],
     upload_limit: Option<&str>,
+    mdns: bool,
     control: &ControlArgs,
 ) -> anyhow::Result<ExitCode> {
-    let config = swarm_config(listen, upload_limit)?;
+    let config = swarm_config(listen, upload_limit, mdns)?;
     let listening = config.listen.len();
     // Absolute, so that the paths in job results mean the same to clients
     // started in other folders.

@@ -1,7 +1,8 @@
 //! `p2pmodel fetch HASH [--mirror URL] [--peer ADDR]` and `p2pmodel fetch
-//! URL`, run by an in-process [`Node`](p2pmodel_node::Node). With `--peer`
-//! or `--listen` the node joins the swarm: it fetches from every connected
-//! peer and mirror at once and serves what it has verified meanwhile.
+//! URL`, run by an in-process [`Node`](p2pmodel_node::Node). With `--peer`,
+//! `--listen` or `--mdns` the node joins the swarm: it fetches from every
+//! connected peer and mirror at once and serves what it has verified
+//! meanwhile.
 //!
 //! Ctrl+C pauses: the request is cancelled, the node commits what was
 //! verified, a one-line message says so, and the exit status is 130. The
@@ -35,8 +36,9 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
     let config = FetcherConfig::default()
         .with_download(DownloadConfig::default().with_parallel(args.parallel));
     let mut builder = NodeBuilder::new(&store_dir).fetcher_config(config);
-    if !args.peers.is_empty() || !args.listen.is_empty() {
-        builder = builder.swarm(swarm_config(&args.listen, args.upload_limit.as_deref())?);
+    if !args.peers.is_empty() || !args.listen.is_empty() || args.mdns {
+        let config = swarm_config(&args.listen, args.upload_limit.as_deref(), args.mdns)?;
+        builder = builder.swarm(config);
     }
     if let Some(dir) = hf_cache(&args)? {
         builder = builder.hub(Hub::from_env()?.with_cache(dir));
@@ -149,8 +151,12 @@ fn request(args: &FetchArgs) -> anyhow::Result<(FetchRequest, String, bool)> {
 }
 
 /// The swarm settings typed: where to listen, how fast to upload.
-pub fn swarm_config(listen: &[String], upload_limit: Option<&str>) -> anyhow::Result<SwarmConfig> {
-    let mut config = SwarmConfig::listen(multiaddrs(listen)?);
+pub fn swarm_config(
+    listen: &[String],
+    upload_limit: Option<&str>,
+    mdns: bool,
+) -> anyhow::Result<SwarmConfig> {
+    let mut config = SwarmConfig::listen(multiaddrs(listen)?).with_mdns(mdns);
     if let Some(limit) = upload_limit {
         config = config.with_upload_limit(parse_size(limit).context("--upload-limit")?);
     }

@@ -39,12 +39,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon {
             listen,
             upload_limit,
+            no_mdns,
             control,
         } => {
             daemon::run(
                 store_dir(cli.store)?,
                 &listen,
                 upload_limit.as_deref(),
+                !no_mdns,
                 &control,
             )
             .await

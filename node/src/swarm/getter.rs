@@ -13,6 +13,8 @@ use p2pmodel_protocol::{Hash, Outboard};
 
 use super::{CHUNK_PROTOCOL, PeerError, Swarm, frame};
 
+/// Longest wait for mDNS to find a first peer before a fetch asks around.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(3);
 /// Longest wait for one answer (4 MiB at a slow 1 Mbit/s is about 35 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause before asking a busy peer again.
@@ -78,6 +80,13 @@ pub(crate) async fn request_within(
 /// size each gives for it. Peers that do not answer within five seconds,
 /// or stay busy, are left out.
 pub async fn holders(swarm: &Swarm, hash: Hash) -> Vec<(PeerId, u64)> {
+    if swarm.discovers() {
+        // Just started: give mDNS a moment to find the local network.
+        let deadline = tokio::time::Instant::now() + DISCOVERY_WAIT;
+        while swarm.connected_peers().await.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let have = Request::Have { hash };
     let mut found = Vec::new();
     // A few rounds while none answers: a stream may fail on a connection

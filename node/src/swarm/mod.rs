@@ -31,9 +31,10 @@ use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{PeerId, StreamProtocol, identify, noise, tcp};
+use libp2p::{PeerId, StreamProtocol, identify, mdns, noise, tcp};
 use p2pmodel_protocol::wire::WireError;
 use p2pmodel_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -81,6 +82,8 @@ struct Behaviour {
     stream: libp2p_stream::Behaviour,
     identify: identify::Behaviour,
     limits: libp2p::connection_limits::Behaviour,
+    /// LAN discovery, when asked for; dropped while suspended.
+    mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 enum Command {
@@ -99,6 +102,10 @@ pub struct SwarmConfig {
     pub listen: Vec<Multiaddr>,
     /// A budget for the bytes it serves to peers (`None`: unlimited).
     pub upload: Option<Bandwidth>,
+    /// Finds peers on the local network by mDNS and connects to them.
+    /// Multicasts on every interface of the machine (or of its network
+    /// namespace).
+    pub mdns: bool,
 }
 
 impl SwarmConfig {
@@ -108,6 +115,12 @@ impl SwarmConfig {
             listen: listen.into_iter().collect(),
             ..Self::default()
         }
+    }
+
+    /// Turns mDNS discovery on the local network on or off.
+    pub fn with_mdns(mut self, mdns: bool) -> Self {
+        self.mdns = mdns;
+        self
     }
 
     /// Serves peers at most `bytes_per_second`, all peers together.
@@ -123,6 +136,8 @@ pub struct Swarm {
     peer_id: PeerId,
     control: libp2p_stream::Control,
     commands: mpsc::Sender<Command>,
+    /// It finds peers by mDNS.
+    discovers: bool,
     /// Fired by [`Swarm::shutdown`].
     stop: CancellationToken,
     /// The event loop and the provider; awaited by [`Swarm::shutdown`].
@@ -145,6 +160,7 @@ impl Swarm {
     /// # Errors
     /// [`PeerError::Setup`] when the identity or a listener cannot be set up.
     pub fn spawn(store: Store, config: SwarmConfig) -> Result<Self, PeerError> {
+        let discovers = config.mdns;
         let keypair = identity(store.root())?;
         let peer_id = keypair.public().to_peer_id();
         let setup = |e: &dyn std::fmt::Display| PeerError::Setup(e.to_string());
@@ -156,13 +172,16 @@ impl Swarm {
                 limits::yamux,
             )
             .map_err(|e| setup(&e))?
-            .with_behaviour(|key| Behaviour {
-                stream: libp2p_stream::Behaviour::new(),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/p2pmodel/1".into(),
-                    key.public(),
-                )),
-                limits: limits::connections(),
+            .with_behaviour(|key| {
+                Ok(Behaviour {
+                    stream: libp2p_stream::Behaviour::new(),
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        "/p2pmodel/1".into(),
+                        key.public(),
+                    )),
+                    limits: limits::connections(),
+                    mdns: discovery(config.mdns, key.public().to_peer_id())?,
+                })
             })
             .map_err(|e| setup(&e))?
             .with_swarm_config(|config| {
@@ -192,6 +211,7 @@ impl Swarm {
                 dialing: HashMap::new(),
                 dialed: HashMap::new(),
                 suspended: None,
+                mdns: config.mdns,
             }
             .run(receiver, stop.clone()),
         );
@@ -199,6 +219,7 @@ impl Swarm {
             peer_id,
             control,
             commands,
+            discovers,
             stop,
             tasks: Arc::new(Mutex::new(vec![event_loop, provider])),
         })
@@ -230,6 +251,11 @@ impl Swarm {
             .await
             .map_err(|_| PeerError::Stopped)?
             .map_err(PeerError::Open)
+    }
+
+    /// True if and only if it finds peers on the local network by mDNS.
+    pub fn discovers(&self) -> bool {
+        self.discovers
     }
 
     /// The peers connected now, whoever dialed.
@@ -324,6 +350,8 @@ struct EventLoop {
     /// While suspended: callers of `suspend` waiting for the last socket
     /// to close; `None` while active.
     suspended: Option<Vec<oneshot::Sender<()>>>,
+    /// mDNS was asked for (it is off while suspended).
+    mdns: bool,
 }
 
 impl EventLoop {
@@ -424,6 +452,21 @@ impl EventLoop {
                     let _ = reply.send(Err(error.to_string()));
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if self.suspended.is_some() || self.swarm.is_connected(&peer) {
+                        continue;
+                    }
+                    tracing::debug!(%peer, %addr, "found a peer on the local network");
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(vec![addr])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(error) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, %error, "cannot dial a peer found by mDNS");
+                    }
+                }
+            }
             SwarmEvent::NewListenAddr {
                 listener_id,
                 address,
@@ -442,6 +485,8 @@ impl EventLoop {
     /// Removes every listener (remembering its address for `resume`) and
     /// closes every connection.
     fn close_everything(&mut self) {
+        // Dropping the mDNS behaviour closes its sockets.
+        self.swarm.behaviour_mut().mdns = Toggle::from(None);
         for (id, addr) in std::mem::take(&mut self.listeners) {
             self.swarm.remove_listener(id);
             self.closed.push(addr);
@@ -470,6 +515,9 @@ impl EventLoop {
         if self.suspended.take().is_none() {
             return Ok(());
         }
+        let me = *self.swarm.local_peer_id();
+        self.swarm.behaviour_mut().mdns =
+            discovery(self.mdns, me).map_err(|e| format!("mDNS: {e}"))?;
         for addr in std::mem::take(&mut self.closed) {
             let id = self
                 .swarm
@@ -479,6 +527,15 @@ impl EventLoop {
         }
         Ok(())
     }
+}
+
+/// The mDNS behaviour when `on`, else a disabled one.
+fn discovery(on: bool, me: PeerId) -> std::io::Result<Toggle<mdns::tokio::Behaviour>> {
+    Ok(Toggle::from(if on {
+        Some(mdns::tokio::Behaviour::new(mdns::Config::default(), me)?)
+    } else {
+        None
+    }))
 }
 
 /// `asked` with its TCP port 0 replaced by the port of `bound`; `asked`
