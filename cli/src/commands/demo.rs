@@ -1,11 +1,14 @@
 //! `p2pmodel demo`: the whole path on one machine, with no outside network.
 //!
 //! 1. Generates a small model (a config, a tokenizer, two weight shards).
-//! 2. Adds it to a seed store and publishes it into a mirror folder.
-//! 3. Serves that folder on 127.0.0.1, paced so the transfer is visible.
-//! 4. Fetches the model by its hash into a fresh store with a progress bar,
-//!    interrupts the fetch at about 40% as Ctrl+C would, then fetches again:
-//!    only the missing chunks move.
+//! 2. Adds it to two seed stores and publishes it into a mirror folder.
+//! 3. Serves that folder on 127.0.0.1 and starts the two seeds as swarm
+//!    nodes on 127.0.0.1 (mDNS off: they are dialed directly), all paced
+//!    so the transfer is visible.
+//! 4. Fetches the model by its hash into a fresh store from the mirror and
+//!    both seeds at once, with a progress bar, interrupts the fetch at
+//!    about 40% as Ctrl+C would, then fetches again: only the missing
+//!    chunks move. Prints how many bytes each source gave.
 //! 5. Exports the model, checks every file's BLAKE3, and verifies the store.
 
 use std::io::Write;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use p2pmodel_node::mirror::server::{self, ServeOptions};
+use p2pmodel_node::swarm::{Multiaddr, SwarmConfig};
 use p2pmodel_node::{FetchRequest, Fetched, Node, NodeBuilder, NodeError, Progress};
 use p2pmodel_protocol::{Hash, Manifest, ManifestEntry};
 use p2pmodel_store::Store;
@@ -44,7 +48,12 @@ pub async fn run(size_mib: u64, keep: bool) -> anyhow::Result<ExitCode> {
         files.len()
     ));
 
-    let model = publish(&root, &model_dir, &files)?;
+    let model = publish(&root.join("seed-store"), &model_dir, &files)?;
+    ensure!(
+        publish(&root.join("seed-store-2"), &model_dir, &files)? == model,
+        "both seeds name the model alike"
+    );
+    Store::open(root.join("seed-store"))?.export_mirror(model, &root.join("mirror"))?;
     say(&format!("model hash: {model}"));
 
     let mirror_dir = root.join("mirror");
@@ -60,12 +69,33 @@ pub async fn run(size_mib: u64, keep: bool) -> anyhow::Result<ExitCode> {
     let manifest_url: Url = format!("http://{addr}/{}", p2pmodel_store::MIRROR_MANIFEST).parse()?;
     say(&format!("local mirror: {manifest_url}"));
 
-    let node = NodeBuilder::new(root.join("client-store")).spawn()?;
+    // Each seed uploads about as fast as the mirror serves.
+    let seed_rate = (total as f64 / TARGET_SECONDS) as u64;
+    let mut seeds = Vec::new();
+    for (name, label) in [("seed-store", "seed 1"), ("seed-store-2", "seed 2")] {
+        let (seed, addr) = start_seed(&root.join(name), seed_rate).await?;
+        say(&format!("{label}: {addr}"));
+        seeds.push((seed, addr, label));
+    }
+    let peers: Vec<Multiaddr> = seeds.iter().map(|(_, addr, _)| addr.clone()).collect();
+    let names: Vec<(String, &str)> = seeds
+        .iter()
+        .map(|(seed, _, label)| {
+            let id = seed.swarm().expect("seeds join the swarm").peer_id();
+            (format!("peer {id}"), *label)
+        })
+        .collect();
+
+    let node = NodeBuilder::new(root.join("client-store"))
+        .swarm(SwarmConfig::default())
+        .spawn()?;
     let display = Display::choose(false);
 
     say("fetch 1: starts, and is interrupted at about 40% (as Ctrl+C would)");
-    let (first, outcome) =
-        fetch_once(&node, model, &manifest_url, display, Some(total * 2 / 5)).await?;
+    let request = FetchRequest::hash(model)
+        .with_mirror(manifest_url.clone())
+        .with_peers(peers);
+    let (first, outcome) = fetch_once(&node, &request, display, Some(total * 2 / 5)).await?;
     ensure!(
         matches!(outcome, Err(NodeError::Cancelled)),
         "the first fetch was meant to be interrupted"
@@ -78,15 +108,25 @@ pub async fn run(size_mib: u64, keep: bool) -> anyhow::Result<ExitCode> {
 
     say("fetch 2: the same command again resumes");
     let started = Instant::now();
-    let (second, outcome) = fetch_once(&node, model, &manifest_url, display, None).await?;
+    let (second, outcome) = fetch_once(&node, &request, display, None).await?;
     outcome.context("the resumed fetch failed")?;
     say(&format!(
-        "  done in {:.1} s: {} resumed from disk, {} moved over the network",
+        "  done in {:.1} s: {} resumed from disk, {} moved over the network:",
         started.elapsed().as_secs_f64(),
         human_bytes(second.resumed),
         human_bytes(second.done - second.resumed)
     ));
+    for source in &second.sources {
+        let name = names
+            .iter()
+            .find(|(id, _)| *id == source.source)
+            .map_or(source.source.as_str(), |(_, label)| label);
+        say(&format!("    {:>10} from {name}", human_bytes(source.bytes)));
+    }
     server.abort();
+    for (seed, _, _) in seeds {
+        seed.shutdown().await;
+    }
 
     let store = node.store().clone();
     let out = root.join("fetched-model");
@@ -149,10 +189,10 @@ fn generate_model(dir: &Path, weights: u64) -> anyhow::Result<Vec<(String, u64)>
     Ok(files.into_iter().collect())
 }
 
-/// Adds the files to a seed store, describes them in a manifest and
-/// writes the mirror folder; returns the model's hash.
-fn publish(root: &Path, model_dir: &Path, files: &[(String, u64)]) -> anyhow::Result<Hash> {
-    let seed = Store::open(root.join("seed-store"))?;
+/// Adds the files to the seed store at `dir` and describes them in a
+/// manifest; returns the model's hash.
+fn publish(dir: &Path, model_dir: &Path, files: &[(String, u64)]) -> anyhow::Result<Hash> {
+    let seed = Store::open(dir)?;
     let mut entries = Vec::new();
     for (path, size) in files {
         let hash = seed.import_file(&model_dir.join(path))?;
@@ -164,23 +204,37 @@ fn publish(root: &Path, model_dir: &Path, files: &[(String, u64)]) -> anyhow::Re
             mirrors: Vec::new(),
         });
     }
-    let model = seed.put_manifest(&Manifest::new(entries)?)?;
-    seed.export_mirror(model, &root.join("mirror"))?;
-    Ok(model)
+    Ok(seed.put_manifest(&Manifest::new(entries)?)?)
+}
+
+/// A seed node on the store at `dir`, serving on 127.0.0.1 at `rate`
+/// bytes per second; returns it and its address.
+async fn start_seed(dir: &Path, rate: u64) -> anyhow::Result<(Node, Multiaddr)> {
+    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
+    let seed = NodeBuilder::new(dir)
+        .swarm(SwarmConfig::listen([listen]).with_upload_limit(rate))
+        .spawn()?;
+    let swarm = seed.swarm().expect("the seed joined the swarm").clone();
+    for _ in 0..500 {
+        if let Some(addr) = swarm.listen_addrs().await.into_iter().next() {
+            return Ok((seed, addr));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("a demo seed did not start listening")
 }
 
 /// One fetch by the client node; with `pause_at`, the request is
 /// cancelled (a pause) once that many bytes are present.
 async fn fetch_once(
     node: &Node,
-    model: Hash,
-    url: &Url,
+    request: &FetchRequest,
     display: Display,
     pause_at: Option<u64>,
 ) -> anyhow::Result<(Progress, Result<Fetched, NodeError>)> {
-    let handle = node.fetch(FetchRequest::hash(model).with_mirror(url.clone()))?;
+    let handle = node.fetch(request.clone())?;
     let progress = handle.progress();
-    let shown = tokio::spawn(progress::show(display, model.short(), progress.clone()));
+    let shown = tokio::spawn(progress::show(display, "model".into(), progress.clone()));
     let watcher = pause_at.map(|bytes| {
         let (mut updates, node, id) = (progress.clone(), node.clone(), handle.id());
         tokio::spawn(async move {
