@@ -342,10 +342,14 @@ fn wire(
     Ok(())
 }
 
-/// Limits what leaves `dev` to `mbit` Mbit/s with HTB, fq_codel queueing
-/// behind it.
+/// Limits what leaves `dev` to `mbit` Mbit/s with HTB, behind it a byte
+/// FIFO holding 50 ms at that rate (at least 256 KiB): this kernel has no
+/// fq_codel, and the default 1000-packet FIFO would queue seconds.
 fn shape(namespace: &str, dev: &str, mbit: f64) -> Result<()> {
     let rate = format!("{}kbit", (mbit * 1000.0) as u64);
+    let limit = ((mbit * 1e6 / 8.0 * 0.05) as u64)
+        .max(256 << 10)
+        .to_string();
     let tc = |args: &[&str]| {
         let mut all = vec!["-n", namespace];
         all.extend_from_slice(args);
@@ -358,7 +362,9 @@ fn shape(namespace: &str, dev: &str, mbit: f64) -> Result<()> {
         "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", &rate,
         "quantum", "60000",
     ])?;
-    tc(&["qdisc", "add", "dev", dev, "parent", "1:1", "fq_codel"])
+    tc(&[
+        "qdisc", "add", "dev", dev, "parent", "1:1", "bfifo", "limit", &limit,
+    ])
 }
 
 /// One round's times and what the seed uploaded.
