@@ -121,7 +121,10 @@ pub async fn run(size_mib: u64, keep: bool) -> anyhow::Result<ExitCode> {
             .iter()
             .find(|(id, _)| *id == source.source)
             .map_or(source.source.as_str(), |(_, label)| label);
-        say(&format!("    {:>10} from {name}", human_bytes(source.bytes)));
+        say(&format!(
+            "    {:>10} from {name}",
+            human_bytes(source.bytes)
+        ));
     }
     server.abort();
     for (seed, _, _) in seeds {
