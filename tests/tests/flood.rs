@@ -11,7 +11,7 @@ use p2pmodel_protocol::wire::{MAX_CHUNKS_PER_GET, Request};
 use testkit::{HostilePeer, b3sum, generate};
 use tokio::process::Child;
 
-use crate::util::{Workspace, assert_ok, stdout, wait_until};
+use crate::util::{Workspace, assert_ok, seeded, start_daemon, wait_until};
 
 const MIB: u64 = 1 << 20;
 /// A generous bound on the daemon's peak resident memory: answers being
@@ -19,19 +19,11 @@ const MIB: u64 = 1 << 20;
 const MAX_RSS: u64 = 512 * MIB;
 
 /// Starts `p2pmodel daemon` seeding a fresh blob of `size` bytes; returns
-/// the daemon, its first address and the blob's hash.
-async fn seeding_daemon(work: &Workspace, size: u64) -> (Child, Multiaddr, Hash) {
-    let file = work.path("model.bin");
-    std::fs::write(&file, generate(size, 21)).unwrap();
-    let out = work.run(&["add", file.to_str().unwrap()]).await;
-    assert_ok(&out);
-    let hash: Hash = stdout(&out).parse().unwrap();
-    let daemon = work.spawn(&["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"]);
-    let addrs = work.store().join("daemon.addrs");
-    wait_until("the daemon wrote its addresses", || addrs.exists()).await;
-    let addr = std::fs::read_to_string(&addrs).unwrap();
-    let addr = addr.lines().next().unwrap().parse().unwrap();
-    (daemon, addr, hash)
+/// its workspace, the daemon, its first address and the blob's hash.
+async fn seeding_daemon(size: u64) -> (Workspace, Child, Multiaddr, Hash) {
+    let (work, hash) = seeded(&generate(size, 21)).await;
+    let (daemon, addr) = start_daemon(&work).await;
+    (work, daemon, addr.parse().unwrap(), hash.parse().unwrap())
 }
 
 /// A field of `/proc/PID/status` in bytes (`VmHWM` is the peak RSS).
@@ -78,8 +70,7 @@ async fn honest_fetch(hash: Hash, addr: &Multiaddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_gets_never_read_keeps_memory_bounded_and_an_honest_fetch_completes() {
-    let seed = Workspace::new();
-    let (mut daemon, addr, hash) = seeding_daemon(&seed, 64 * MIB).await;
+    let (_seed, mut daemon, addr, hash) = seeding_daemon(64 * MIB).await;
     let before = status_bytes(&daemon, "VmRSS");
 
     let get = Request::Get {
@@ -126,8 +117,7 @@ async fn a_flood_of_gets_never_read_keeps_memory_bounded_and_an_honest_fetch_com
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_connections_are_turned_away_and_an_honest_fetch_completes() {
-    let seed = Workspace::new();
-    let (mut daemon, addr, hash) = seeding_daemon(&seed, 16 * MIB).await;
+    let (_seed, mut daemon, addr, hash) = seeding_daemon(16 * MIB).await;
     let fds_before = open_fds(&daemon);
     let port = addr
         .iter()

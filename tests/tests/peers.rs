@@ -9,42 +9,11 @@ use p2pmodel_node::{FetchRequest, NodeBuilder};
 use testkit::{TcpState, b3sum, generate, tcp_sockets};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::util::{Workspace, assert_ok, signal, stderr, stdout, wait_until};
+use crate::util::{
+    Workspace, assert_ok, seeded, signal, start_daemon, start_daemon_with, stderr, stdout,
+};
 
 const MIB: u64 = 1 << 20;
-
-/// Starts `p2pmodel daemon` on the workspace's store with `extra`
-/// arguments; returns it and the first address it wrote to `daemon.addrs`.
-async fn start_daemon_with(work: &Workspace, extra: &[&str]) -> (tokio::process::Child, String) {
-    let mut args = vec!["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
-    args.extend_from_slice(extra);
-    let daemon = work.spawn(&args);
-    let addrs_file = work.store().join("daemon.addrs");
-    wait_until("the daemon wrote its addresses", || addrs_file.exists()).await;
-    let addr = std::fs::read_to_string(&addrs_file)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
-    (daemon, addr)
-}
-
-async fn start_daemon(work: &Workspace) -> (tokio::process::Child, String) {
-    start_daemon_with(work, &[]).await
-}
-
-/// A workspace whose store holds `data`; returns it and the hash.
-async fn seeded(data: &[u8]) -> (Workspace, String) {
-    let work = Workspace::new();
-    let file = work.path("model.bin");
-    std::fs::write(&file, data).unwrap();
-    let out = work.run(&["add", file.to_str().unwrap()]).await;
-    assert_ok(&out);
-    let hash = stdout(&out);
-    std::fs::remove_file(file).unwrap();
-    (work, hash)
-}
 
 /// The peer id at the end of a `/p2p/` address.
 fn peer_id(addr: &str) -> &str {

@@ -109,3 +109,40 @@ pub fn publish(mirror: &testkit::TestMirror, name: &str, data: &[u8], sidecar: b
     }
     outboard.hash().to_string()
 }
+
+/// Starts `p2pmodel daemon` on the workspace's store with `extra`
+/// arguments; returns it and the first address it wrote to `daemon.addrs`.
+pub async fn start_daemon_with(
+    work: &Workspace,
+    extra: &[&str],
+) -> (tokio::process::Child, String) {
+    let mut args = vec!["daemon", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"];
+    args.extend_from_slice(extra);
+    let daemon = work.spawn(&args);
+    let addrs_file = work.store().join("daemon.addrs");
+    wait_until("the daemon wrote its addresses", || addrs_file.exists()).await;
+    let addr = std::fs::read_to_string(&addrs_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    (daemon, addr)
+}
+
+/// [`start_daemon_with`] with no extra argument.
+pub async fn start_daemon(work: &Workspace) -> (tokio::process::Child, String) {
+    start_daemon_with(work, &[]).await
+}
+
+/// A workspace whose store holds `data`; returns it and the hash.
+pub async fn seeded(data: &[u8]) -> (Workspace, String) {
+    let work = Workspace::new();
+    let file = work.path("model.bin");
+    std::fs::write(&file, data).unwrap();
+    let out = work.run(&["add", file.to_str().unwrap()]).await;
+    assert_ok(&out);
+    let hash = stdout(&out);
+    std::fs::remove_file(file).unwrap();
+    (work, hash)
+}
