@@ -1,10 +1,11 @@
-//! Showing a fetch's [`Progress`]: a live bar on a terminal, JSON lines
-//! when asked, nothing otherwise.
+//! Showing a fetch's [`Progress`]: live bars on a terminal (the whole, and
+//! one per source once there are several), JSON lines when asked, nothing
+//! otherwise.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use p2pmodel_node::{Phase, Progress};
 use tokio::sync::watch;
 
@@ -45,7 +46,8 @@ pub async fn show(display: Display, label: String, mut progress: watch::Receiver
     match display {
         Display::Quiet => {}
         Display::Bar => {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let bar = bars.add(ProgressBar::new(0));
             bar.set_style(
                 ProgressStyle::with_template(
                     "{prefix} [{wide_bar:.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
@@ -55,6 +57,7 @@ pub async fn show(display: Display, label: String, mut progress: watch::Receiver
             );
             bar.set_prefix(label);
             bar.enable_steady_tick(Duration::from_millis(200));
+            let mut sources = SourceBars::new(bars);
             let _clear = ClearOnDrop(bar.clone());
             let mut resumed = 0;
             loop {
@@ -68,6 +71,7 @@ pub async fn show(display: Display, label: String, mut progress: watch::Receiver
                     bar.reset_eta();
                 }
                 bar.set_message(sources_line(&snapshot));
+                sources.update(&snapshot);
                 if progress.changed().await.is_err() {
                     return;
                 }
@@ -87,6 +91,71 @@ pub async fn show(display: Display, label: String, mut progress: watch::Receiver
                 }
             }
         }
+    }
+}
+
+/// One bar per source under the main one, each showing that source's
+/// share of the whole; shown once a second source appears, and removed
+/// from the terminal with the display.
+struct SourceBars {
+    bars: MultiProgress,
+    shown: Vec<(String, ProgressBar)>,
+}
+
+impl SourceBars {
+    fn new(bars: MultiProgress) -> Self {
+        Self {
+            bars,
+            shown: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, progress: &Progress) {
+        if progress.sources.len() < 2 {
+            return;
+        }
+        for source in &progress.sources {
+            let at = match self
+                .shown
+                .iter()
+                .position(|(name, _)| *name == source.source)
+            {
+                Some(at) => at,
+                None => {
+                    let bar = self.bars.add(ProgressBar::new(progress.total));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "  {prefix:>24} [{bar:30.green/blue}] {bytes} {binary_bytes_per_sec}",
+                        )
+                        .expect("the template is valid")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix(short_name(&source.source));
+                    self.shown.push((source.source.clone(), bar));
+                    self.shown.len() - 1
+                }
+            };
+            let bar = &self.shown[at].1;
+            bar.set_length(progress.total);
+            bar.set_position(source.bytes);
+        }
+    }
+}
+
+impl Drop for SourceBars {
+    fn drop(&mut self) {
+        for (_, bar) in &self.shown {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// A source's name short enough for a bar: `peer …` and the peer id's
+/// last 8 characters, or the mirror's origin.
+fn short_name(source: &str) -> String {
+    match source.strip_prefix("peer ") {
+        Some(id) if id.len() > 8 => format!("peer …{}", &id[id.len() - 8..]),
+        _ => source.to_owned(),
     }
 }
 
