@@ -1,12 +1,15 @@
-//! [`Fetcher`]: a blob or a plain URL from HTTP mirrors into the store.
-//! Models (and sharing, pausing, suspending) are the [`Node`](crate::Node)'s.
+//! [`Fetcher`]: a blob or a plain URL from HTTP mirrors and swarm peers
+//! into the store. Models (and sharing, pausing, suspending) are the
+//! [`Node`](crate::Node)'s.
 //!
-//! A fetch of a blob goes: probe every mirror (size, validator, Range
-//! support) -> find the outboard (the store, or a mirror's `URL.obao`) ->
-//! open the partial (resuming what is recorded) -> [`Download`] -> commit ->
-//! hash the whole blob -> publish. With an outboard every chunk is checked
-//! on arrival and all mirrors are used at once; without one, bytes come
-//! from a single mirror and the whole blob is checked at the end.
+//! A fetch of a blob goes: ask connected peers what they hold -> probe
+//! every mirror (size, validator, Range support) -> find the outboard (the
+//! store, a mirror's `URL.obao`, or a peer; always checked against the
+//! hash) -> open the partial (resuming what is recorded) -> [`Download`]
+//! -> commit -> hash the whole blob -> publish. With an outboard every
+//! chunk is checked on arrival and all mirrors and peers are used at once;
+//! without one (no peer, no sidecar), bytes come from a single mirror and
+//! the whole blob is checked at the end.
 //!
 //! A model is a blob that decodes as a [`Manifest`];
 //! [`Fetcher::fetch_blob_or_manifest`] tells which.

@@ -5,11 +5,14 @@
 //!   every caller, pause or clear per caller, models as groups, and a
 //!   suspend/resume lifecycle. Build one with [`NodeBuilder`].
 //! - [`Fetcher`] is the step below: one blob or plain URL from HTTP mirrors
-//!   into the store, reporting [`Progress`].
+//!   and swarm peers into the store, reporting [`Progress`].
+//! - [`download`] fills a partial blob from every mirror and peer at once:
+//!   rarest pieces first, an endgame, sources that lie dropped.
 //! - [`mirror`] holds the HTTP side: the client that copes with servers that
-//!   ignore `Range`, truncate, redirect or change content, the download that
-//!   fills a partial blob from several mirrors at once, and a static mirror
-//!   server.
+//!   ignore `Range`, truncate, redirect or change content, and a static
+//!   mirror server.
+//! - [`swarm`] holds the libp2p side: the provider that serves verified
+//!   chunks, requests to peers, mDNS discovery, limits.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
