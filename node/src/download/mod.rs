@@ -2,7 +2,7 @@
 //! source at once: HTTP mirrors and swarm peers.
 //!
 //! The blob is cut into pieces of [`DownloadConfig::request_chunks`]
-//! chunks ([`pieces`]). Each source runs [`DownloadConfig::parallel`]
+//! chunks (`pieces`). Each source runs [`DownloadConfig::parallel`]
 //! workers; a worker picks the rarest wanted piece its source can serve
 //! (a mirror serves all, a peer what its bitmap shows), fetches it, and
 //! writes only verified chunks. Fast sources come back for more sooner, so
@@ -16,7 +16,7 @@
 //! that ignores `Range` serves one sequential stream of the whole file.
 //!
 //! Peers are found while the download runs: several times a second the
-//! connected peers are asked what they hold ([`peer`]), so peers that dial
+//! connected peers are asked what they hold (`peer`), so peers that dial
 //! in or finish more chunks join at once.
 //!
 //! Without an outboard (an unverified download) there is one mirror and no

@@ -3,7 +3,7 @@
 //!
 //! - [`Swarm`] owns the libp2p event loop (one task) and is driven through
 //!   a command channel; cloning it is shallow.
-//! - [`provider`] answers requests from the store, with verified chunks only.
+//! - `provider` answers requests from the store, with verified chunks only.
 //! - [`getter`] asks a peer and checks every chunk against the blob's root
 //!   before it is written.
 //!
