@@ -546,20 +546,17 @@ impl Fetcher {
                 break;
             }
         }
-        if let (None, Some(swarm)) = (&found, &self.swarm) {
-            // A few rounds: a connection may close under the first request.
-            'rounds: for round in 0..OUTBOARD_ROUNDS {
-                if round > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-                for (peer, _) in holders.iter().filter(|(_, held)| *held == size) {
-                    match getter::fetch_outboard(swarm, *peer, hash, size).await {
-                        Ok(outboard) => {
-                            tracing::debug!(%peer, "using the outboard of a peer");
-                            found = Some(outboard);
-                            break 'rounds;
-                        }
-                        Err(error) => tracing::warn!(%peer, %error, "no outboard from this peer"),
+        if found.is_none() {
+            let candidates: Vec<(PeerId, u64)> = holders
+                .iter()
+                .copied()
+                .filter(|(_, held)| *held == size)
+                .collect();
+            match self.outboard_from_peers(hash, &candidates).await {
+                Ok((outboard, _)) => found = Some(outboard),
+                Err(failures) => {
+                    for failure in failures {
+                        tracing::warn!(%failure, "no outboard from this peer");
                     }
                 }
             }
@@ -580,22 +577,39 @@ impl Fetcher {
         hash: Hash,
         holders: &[(PeerId, u64)],
     ) -> Result<Result<u64, Vec<String>>, FetchError> {
-        let Some(swarm) = &self.swarm else {
-            return Ok(Err(Vec::new()));
+        match self.outboard_from_peers(hash, holders).await {
+            Ok((outboard, size)) => {
+                let store = self.store.clone();
+                blocking(move || store.put_partial_outboard(&outboard)).await?;
+                Ok(Ok(size))
+            }
+            Err(failures) => Ok(Err(failures)),
+        }
+    }
+
+    /// The outboard of `hash` from the first of `candidates` (each with
+    /// the size it gives) whose copy matches the hash, and that size; else
+    /// what each did wrong. A few rounds: a connection may close under the
+    /// first request.
+    async fn outboard_from_peers(
+        &self,
+        hash: Hash,
+        candidates: &[(PeerId, u64)],
+    ) -> Result<(p2pmodel_protocol::Outboard, u64), Vec<String>> {
+        let Some(swarm) = self.swarm.as_ref().filter(|_| !candidates.is_empty()) else {
+            return Err(Vec::new());
         };
         let mut failures = Vec::new();
-        // A few rounds: a connection may close under the first request.
         for round in 0..OUTBOARD_ROUNDS {
             if round > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
             failures.clear();
-            for (peer, size) in holders {
+            for (peer, size) in candidates {
                 match getter::fetch_outboard(swarm, *peer, hash, *size).await {
                     Ok(outboard) => {
-                        let store = self.store.clone();
-                        blocking(move || store.put_partial_outboard(&outboard)).await?;
-                        return Ok(Ok(*size));
+                        tracing::debug!(%peer, "using the outboard of a peer");
+                        return Ok((outboard, *size));
                     }
                     Err(error) => {
                         failures.push(format!("peer {peer}: no usable outboard: {error}"));
@@ -603,7 +617,7 @@ impl Fetcher {
                 }
             }
         }
-        Ok(Err(failures))
+        Err(failures)
     }
 
     /// Without an outboard, bytes must come from one mirror: the one an
