@@ -3,10 +3,11 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What a fetch is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -34,7 +34,7 @@ mod pieces;
 use std::fs::File;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libp2p::PeerId;
 use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
@@ -42,6 +42,7 @@ use p2pmodel_protocol::{ChunkBitmap, Hash, Outboard};
 use p2pmodel_store::Partial;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use http::MirrorSource;

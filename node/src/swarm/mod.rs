@@ -21,6 +21,7 @@ mod frame;
 pub mod getter;
 mod limits;
 mod provider;
+mod transport;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,7 +35,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{PeerId, StreamProtocol, identify, mdns, noise, tcp};
+use libp2p::{PeerId, StreamProtocol, identify, mdns};
 use p2pmodel_protocol::wire::WireError;
 use p2pmodel_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -44,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bandwidth::Bandwidth;
 
 pub use libp2p::Multiaddr;
+pub use transport::{RawStream, RawTransport, TransportFactory};
 
 /// The chunk exchange protocol (see `p2pmodel_protocol::wire`).
 pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pmodel/chunks/1");
@@ -106,6 +108,9 @@ pub struct SwarmConfig {
     /// Multicasts on every interface of the machine (or of its network
     /// namespace).
     pub mdns: bool,
+    /// The byte streams to run over instead of TCP (a simulated network,
+    /// say); noise and yamux go on top as with TCP.
+    pub transport: Option<TransportFactory>,
 }
 
 impl SwarmConfig {
@@ -120,6 +125,12 @@ impl SwarmConfig {
     /// Turns mDNS discovery on the local network on or off.
     pub fn with_mdns(mut self, mdns: bool) -> Self {
         self.mdns = mdns;
+        self
+    }
+
+    /// Runs over the transport `make` builds instead of TCP.
+    pub fn with_transport(mut self, make: TransportFactory) -> Self {
+        self.transport = Some(make);
         self
     }
 
@@ -166,11 +177,7 @@ impl Swarm {
         let setup = |e: &dyn std::fmt::Display| PeerError::Setup(e.to_string());
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                limits::yamux,
-            )
+            .with_other_transport(|key| transport::authenticated(key, config.transport.as_ref()))
             .map_err(|e| setup(&e))?
             .with_behaviour(|key| {
                 Ok(Behaviour {
