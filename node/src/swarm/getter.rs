@@ -53,8 +53,37 @@ async fn request_unless_busy(
     request_within(swarm, peer, request, limit).await
 }
 
-/// [`request`] with its own time limit.
+/// [`request`] with its own time limit (for each try).
+///
+/// A peer whose provider is busy when the stream arrives drops the stream
+/// unread (libp2p-stream holds one waiting inbound stream per protocol and
+/// drops the next); the request is sent again on a new stream after a
+/// short random pause, up to [`DROPPED_TRIES`] times. Every request is
+/// idempotent, so asking twice is harmless.
 pub(crate) async fn request_within(
+    swarm: &Swarm,
+    peer: PeerId,
+    request: &Request,
+    limit: Duration,
+) -> Result<Response, PeerError> {
+    let mut tries = 1;
+    loop {
+        match exchange(swarm, peer, request, limit).await {
+            Err(PeerError::Io(error)) if dropped_unread(&error) && tries < DROPPED_TRIES => {
+                tracing::trace!(%peer, %error, tries, "stream dropped by the peer; asking again");
+                tokio::time::sleep(retry_pause(tries)).await;
+                tries += 1;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Times a request goes out when the peer keeps dropping its stream.
+const DROPPED_TRIES: u32 = 6;
+
+/// One request on one stream.
+async fn exchange(
     swarm: &Swarm,
     peer: PeerId,
     request: &Request,
@@ -74,6 +103,28 @@ pub(crate) async fn request_within(
     tokio::time::timeout(limit, exchange)
         .await
         .map_err(|_| PeerError::Timeout(limit))?
+}
+
+/// True for the errors of a stream the peer reset before answering (yamux
+/// reports a write on a reset stream as `WriteZero`).
+fn dropped_unread(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::WriteZero
+            | ErrorKind::ConnectionReset
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof
+    )
+}
+
+/// About 20 ms doubling with each try, spread at random so that peers
+/// dropped together do not come back together.
+fn retry_pause(tries: u32) -> Duration {
+    use std::hash::BuildHasher;
+    let spread = std::collections::hash_map::RandomState::new().hash_one(tries) % 1000;
+    let base = 20u64 << tries.min(6);
+    Duration::from_millis(base / 2 + base * spread / 1000)
 }
 
 /// The connected peers that hold at least one chunk of `hash`, with the
