@@ -1,0 +1,458 @@
+//! Plays a [`Scenario`] on a paused tokio clock: real nodes (each a
+//! `p2pmodel_node::Node` with its own redb store under the work folder),
+//! the simulated network between them, and the record of what happened.
+//!
+//! Virtual time stands still while the machine computes (hashing,
+//! encryption, writes to the stores) and jumps when every node waits on
+//! the network, so the times reported are those of the modelled links,
+//! not of this machine.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::core::Transport;
+use libp2p::multiaddr::Protocol;
+use p2pmodel_node::swarm::{RawStream, SwarmConfig, TransportFactory};
+use p2pmodel_node::{FetchRequest, Node, NodeBuilder};
+use p2pmodel_protocol::{ChunkBitmap, Hash};
+use rand::rngs::StdRng;
+use rand::seq::index;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::net::{HostId, LinkSpec, Network, Traffic, memory_addr};
+use crate::origin::{Origin, OriginError};
+use crate::scenario::{Distribution, Scenario};
+
+/// Why a run could not be set up (a leecher that fails is a result, not
+/// an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The runtime or the work folder could not be made.
+    #[error("cannot set up the run: {0}")]
+    Setup(#[from] std::io::Error),
+    /// The seed's node could not start or take the blob.
+    #[error("cannot start the seed: {0}")]
+    Seed(String),
+    /// The HTTP origin could not start.
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+}
+
+/// What one leecher did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeecherOutcome {
+    /// Its link.
+    pub link: LinkSpec,
+    /// When it started, after the run's start (seconds in JSON).
+    #[serde(serialize_with = "crate::report::seconds")]
+    pub started: Duration,
+    /// How long it took from its start, if it finished (seconds in JSON).
+    #[serde(serialize_with = "crate::report::maybe_seconds")]
+    pub took: Option<Duration>,
+    /// It finished and its file has the blob's hash.
+    pub correct: bool,
+    /// It crashed (and came back) on the way.
+    pub crashed: bool,
+    /// Why it did not finish.
+    pub error: Option<String>,
+    /// What its link carried.
+    pub traffic: Traffic,
+}
+
+impl LeecherOutcome {
+    /// When it finished, after the run's start.
+    pub fn finished(&self) -> Option<Duration> {
+        self.took.map(|took| self.started + took)
+    }
+}
+
+/// What a run recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// What was played.
+    pub scenario: Scenario,
+    /// Each leecher, in host order.
+    pub leechers: Vec<LeecherOutcome>,
+    /// Bytes the seed (or the origin) sent.
+    pub seed_sent: u64,
+    /// Wall-clock time the run took on this machine (seconds in JSON).
+    #[serde(serialize_with = "crate::report::seconds")]
+    pub wall: Duration,
+}
+
+/// Plays `scenario` with its nodes' stores under `work` (which must exist
+/// and is left with the stores in it), on a runtime of its own with a
+/// paused clock.
+///
+/// # Errors
+/// When the run cannot be set up; see [`RunError`].
+pub fn run(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()?;
+    let started = std::time::Instant::now();
+    let mut result = runtime.block_on(play(scenario, work))?;
+    result.wall = started.elapsed();
+    Ok(result)
+}
+
+/// The bytes of a run's blob: a keyed BLAKE3 stream, so every run with
+/// the same seed moves the same bytes.
+pub fn blob(size: u64, seed: u64) -> Vec<u8> {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut bytes = vec![0u8; size as usize];
+    blake3::Hasher::new_keyed(&key)
+        .finalize_xof()
+        .fill(&mut bytes);
+    bytes
+}
+
+/// Where every leecher's node lives, and how it gets the blob.
+struct Context {
+    scenario: Scenario,
+    hash: Hash,
+    work: PathBuf,
+    start: Instant,
+    source: Source,
+    /// Each leecher's node while it runs (for the seed's leaving).
+    live: Mutex<Vec<Option<Node>>>,
+}
+
+impl Context {
+    fn set_live(&self, index: usize, node: Option<Node>) {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)[index] = node;
+    }
+
+    /// True once the running leechers together hold every chunk.
+    fn copy_is_out(&self) -> bool {
+        let nodes: Vec<Node> = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut union: Option<(u64, Vec<u8>)> = None;
+        for node in nodes {
+            let Ok(Some(readable)) = node.store().readable(self.hash) else {
+                continue;
+            };
+            let present = readable.present;
+            let (_, bytes) =
+                union.get_or_insert_with(|| (present.len(), vec![0; present.as_bytes().len()]));
+            for (all, held) in bytes.iter_mut().zip(present.as_bytes()) {
+                *all |= held;
+            }
+        }
+        union.is_some_and(|(len, bytes)| {
+            ChunkBitmap::from_bytes(len, &bytes).is_ok_and(|bitmap| bitmap.is_complete())
+        })
+    }
+}
+
+enum Source {
+    /// Over the swarm; the seed is host 0, leecher `i` host `i + 1`.
+    Swarm { net: Network, seed: Node },
+    /// From an HTTP origin.
+    Http { origin: Origin },
+}
+
+impl Source {
+    /// Bytes the seed or the origin has sent.
+    fn seed_sent(&self) -> u64 {
+        match self {
+            Self::Swarm { net, .. } => net.traffic(SEED_HOST).sent,
+            Self::Http { origin } => origin.sent(),
+        }
+    }
+}
+
+/// The seed's host on the simulated network.
+const SEED_HOST: HostId = HostId(0);
+
+/// One leecher's part in the run.
+struct Plan {
+    index: usize,
+    link: LinkSpec,
+    /// Its host on the simulated network (swarm runs only).
+    host: Option<HostId>,
+    starts: Duration,
+    /// When, after its start, it crashes (and for how long).
+    crash: Option<(Duration, Duration)>,
+    /// Whom it is told to dial.
+    peers: Vec<Multiaddr>,
+}
+
+async fn play(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
+    let start = Instant::now();
+    let bytes = blob(scenario.blob_size, scenario.seed);
+    let (source, hash) = match scenario.distribution {
+        Distribution::Swarm { .. } => {
+            let net = Network::new(scenario.seed);
+            let host = net.add_host(scenario.seed_link);
+            let seed = start_node(&work.join("seed"), Some((&net, host)))
+                .map_err(|e| RunError::Seed(e.to_string()))?;
+            let hash = seed
+                .store()
+                .import_bytes(&bytes)
+                .map_err(|e| RunError::Seed(e.to_string()))?;
+            (Source::Swarm { net, seed }, hash)
+        }
+        Distribution::Http => {
+            let (origin, hash) =
+                Origin::start(&work.join("origin"), &bytes, scenario.seed_link.up).await?;
+            (Source::Http { origin }, hash)
+        }
+    };
+    drop(bytes);
+    let plans = plan(scenario, &source);
+    let context = Arc::new(Context {
+        scenario: scenario.clone(),
+        hash,
+        work: work.to_owned(),
+        start,
+        source,
+        live: Mutex::new(vec![None; plans.len()]),
+    });
+    let leaving = match &context.source {
+        Source::Swarm { seed, .. } if scenario.seed_leaves => Some(tokio::spawn(
+            leave_when_a_copy_is_out(context.clone(), seed.clone()),
+        )),
+        _ => None,
+    };
+    let tasks: Vec<_> = plans
+        .into_iter()
+        .map(|plan| tokio::spawn(leecher(context.clone(), plan)))
+        .collect();
+    let mut leechers = Vec::with_capacity(tasks.len());
+    let mut nodes = Vec::new();
+    for task in tasks {
+        let (outcome, node) = task
+            .await
+            .map_err(|e| std::io::Error::other(format!("a leecher's task failed: {e}")))?;
+        leechers.push(outcome);
+        nodes.extend(node);
+    }
+    if let Some(leaving) = leaving {
+        leaving.abort();
+    }
+    if let Source::Swarm { net, .. } = &context.source {
+        for (outcome, host) in leechers.iter_mut().zip(1..) {
+            outcome.traffic = net.traffic(HostId(host));
+        }
+    }
+    let seed_sent = context.source.seed_sent();
+    for node in nodes {
+        node.shutdown().await;
+    }
+    if let Source::Swarm { seed, .. } = &context.source {
+        seed.clone().shutdown().await;
+    }
+    Ok(RunResult {
+        scenario: scenario.clone(),
+        leechers,
+        seed_sent,
+        wall: Duration::ZERO,
+    })
+}
+
+/// Every leecher's link, start, crash and peers, drawn from the
+/// scenario's seed; on the swarm, each gets its host.
+fn plan(scenario: &Scenario, source: &Source) -> Vec<Plan> {
+    let mut rng = StdRng::seed_from_u64(scenario.seed);
+    let links = scenario.leecher_links();
+    let count = links.len();
+    let mut crashing = vec![false; count];
+    if let Some(crashes) = scenario.crashes {
+        let picked = ((crashes.share * count as f64).round() as usize).min(count);
+        for index in index::sample(&mut rng, count, picked) {
+            crashing[index] = true;
+        }
+    }
+    let spacing = if count > 1 {
+        scenario.arrivals_over / (count as u32 - 1).max(1)
+    } else {
+        Duration::ZERO
+    };
+    links
+        .into_iter()
+        .enumerate()
+        .map(|(index, link)| {
+            let crash = scenario.crashes.filter(|_| crashing[index]).map(|crashes| {
+                let at = crashes.within.mul_f64(rng.random::<f64>());
+                (at, crashes.down_for)
+            });
+            let (host, peers) = match (source, scenario.distribution) {
+                (Source::Swarm { net, seed }, Distribution::Swarm { peers_per_node }) => {
+                    let host = net.add_host(link);
+                    let others = count - 1;
+                    let mut peers: Vec<Multiaddr> =
+                        index::sample(&mut rng, others, peers_per_node.min(others))
+                            .into_iter()
+                            .map(|other| if other >= index { other + 1 } else { other })
+                            .map(|other| memory_addr(port_of(HostId(other + 1))))
+                            .collect();
+                    peers.push(memory_addr(port_of(SEED_HOST)).with(Protocol::P2p(
+                        seed.swarm().expect("the seed runs a swarm").peer_id(),
+                    )));
+                    (Some(host), peers)
+                }
+                _ => (None, Vec::new()),
+            };
+            Plan {
+                index,
+                link,
+                host,
+                starts: spacing * index as u32,
+                crash,
+                peers,
+            }
+        })
+        .collect()
+}
+
+/// The port `host` listens on.
+fn port_of(host: HostId) -> u64 {
+    host.0 as u64 + 1
+}
+
+/// A node with its store at `dir`; on the simulated network when `net` is
+/// given, listening on its host's port.
+fn start_node(
+    dir: &Path,
+    net: Option<(&Network, HostId)>,
+) -> Result<Node, p2pmodel_node::SpawnError> {
+    let mut builder = NodeBuilder::new(dir);
+    if let Some((net, host)) = net {
+        let net = net.clone();
+        let transport = TransportFactory::new(move || {
+            net.transport(host)
+                .map(|stream, _| Box::new(stream) as Box<dyn RawStream>)
+                .boxed()
+        });
+        builder = builder
+            .swarm(SwarmConfig::listen([memory_addr(port_of(host))]).with_transport(transport));
+    }
+    builder.spawn()
+}
+
+/// Waits until the leechers together hold every chunk, then stops the
+/// seed.
+async fn leave_when_a_copy_is_out(context: Arc<Context>, seed: Node) {
+    while !context.copy_is_out() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::info!("the seed leaves");
+    seed.shutdown().await;
+}
+
+/// Runs one leecher: waits for its start, fetches (crashing and coming
+/// back if planned), checks the file. Returns its node, still seeding.
+async fn leecher(context: Arc<Context>, plan: Plan) -> (LeecherOutcome, Option<Node>) {
+    let mut outcome = LeecherOutcome {
+        link: plan.link,
+        started: plan.starts,
+        took: None,
+        correct: false,
+        crashed: false,
+        error: None,
+        traffic: Traffic::default(),
+    };
+    let began = context.start + plan.starts;
+    tokio::time::sleep_until(began).await;
+    let deadline = context.start + context.scenario.deadline;
+    let dir = context.work.join(format!("leecher-{:04}", plan.index));
+    let network = match &context.source {
+        Source::Swarm { net, .. } => plan.host.map(|host| (net, host)),
+        Source::Http { .. } => None,
+    };
+    let request = match &context.source {
+        Source::Swarm { .. } => FetchRequest::hash(context.hash).with_peers(plan.peers.clone()),
+        Source::Http { origin } => {
+            FetchRequest::hash(context.hash).with_mirror(origin.url().clone())
+        }
+    };
+    let mut node = match start_node(&dir, network) {
+        Ok(node) => node,
+        Err(error) => {
+            outcome.error = Some(format!("cannot start: {error}"));
+            return (outcome, None);
+        }
+    };
+    context.set_live(plan.index, Some(node.clone()));
+    if let (Some((at, down_for)), Some((net, host))) = (plan.crash, network) {
+        let fetch = match node.fetch(request.clone()) {
+            Ok(handle) => handle,
+            Err(error) => {
+                outcome.error = Some(error.to_string());
+                return (outcome, Some(node));
+            }
+        };
+        tokio::select! {
+            done = fetch => return finish(&context, outcome, node, began, done).await,
+            () = tokio::time::sleep_until(began + at) => {}
+        }
+        outcome.crashed = true;
+        context.set_live(plan.index, None);
+        net.crash(host);
+        node.shutdown().await;
+        tokio::time::sleep(down_for).await;
+        net.restore(host);
+        node = match start_node(&dir, network) {
+            Ok(node) => node,
+            Err(error) => {
+                outcome.error = Some(format!("cannot restart: {error}"));
+                return (outcome, None);
+            }
+        };
+        context.set_live(plan.index, Some(node.clone()));
+    }
+    let done = match node.fetch(request) {
+        Ok(handle) => match tokio::time::timeout_at(deadline, handle).await {
+            Ok(done) => done,
+            Err(_) => {
+                outcome.error = Some("not finished by the deadline".into());
+                return (outcome, Some(node));
+            }
+        },
+        Err(error) => Err(error),
+    };
+    finish(&context, outcome, node, began, done).await
+}
+
+/// Records a leecher's end: when, and whether its file is the blob.
+async fn finish(
+    context: &Context,
+    mut outcome: LeecherOutcome,
+    node: Node,
+    began: Instant,
+    done: Result<p2pmodel_node::Fetched, p2pmodel_node::NodeError>,
+) -> (LeecherOutcome, Option<Node>) {
+    match done {
+        Ok(fetched) => {
+            outcome.took = Some(Instant::now() - began);
+            let path = fetched.path().to_owned();
+            let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<Hash> {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update_reader(std::fs::File::open(path)?)?;
+                Ok(hasher.finalize().into())
+            })
+            .await;
+            match hashed {
+                Ok(Ok(hash)) if hash == context.hash => outcome.correct = true,
+                Ok(Ok(hash)) => outcome.error = Some(format!("the file hashes to {hash}")),
+                Ok(Err(error)) => outcome.error = Some(format!("cannot read the file: {error}")),
+                Err(error) => outcome.error = Some(error.to_string()),
+            }
+        }
+        Err(error) => outcome.error = Some(error.to_string()),
+    }
+    (outcome, Some(node))
+}
