@@ -7,8 +7,9 @@
 //!   queries and keeps records for others (server mode, set explicitly: on
 //!   a LAN a node never gets a confirmed external address, and would stay a
 //!   client); one that only dials out is a client.
-//! - A node given bootstrap peers ([`SwarmConfig::with_bootstrap`]) also
-//!   uses the DHT. Once it has joined, it announces itself as a provider of
+//! - A node given bootstrap peers
+//!   ([`SwarmConfig::with_bootstrap`](super::SwarmConfig::with_bootstrap))
+//!   also uses the DHT. Once it has joined, it announces itself as a provider of
 //!   every complete blob in its store, and of each blob whose verified
 //!   download it starts (a partial peer serves its verified chunks). It
 //!   puts a record `SHA-256 -> BLAKE3` for each alias it knows whose blob
@@ -24,7 +25,7 @@
 //!
 //! Identify feeds the listen addresses of peers that speak Kademlia into
 //! the routing table (an inbound connection alone says nothing about where
-//! the peer listens). The [`EventLoop`](super) owns the [`Dht`] state and
+//! the peer listens). The swarm's event loop owns the `Dht` state and
 //! calls it for commands and events.
 
 use std::collections::{HashMap, HashSet};
