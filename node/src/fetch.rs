@@ -498,7 +498,11 @@ impl Fetcher {
             return Ok(HfFetched::File(entries[0].hash));
         }
         let manifest = Manifest::new(entries)?;
-        Ok(HfFetched::Model(self.store.put_manifest(&manifest)?))
+        let model = self.store.put_manifest(&manifest)?;
+        if let Some(swarm) = &self.swarm {
+            swarm.provide(model).await;
+        }
+        Ok(HfFetched::Model(model))
     }
 
     /// The blob whose SHA-256 is `sha256`, from the peers that provide the

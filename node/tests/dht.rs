@@ -251,3 +251,44 @@ fn a_bootstrap_address_without_a_peer_id_is_refused() {
     let chain = format!("{error}: {}", std::error::Error::source(&error).unwrap());
     assert!(chain.contains("/p2p/PEER_ID"), "{chain}");
 }
+
+#[tokio::test]
+async fn a_suspended_seed_stays_unreachable_and_serves_again_after_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bootstrap, addr) = bootstrap_node(&dir).await;
+    let data = generate(MIB + 11, 7);
+    let (seed, hash) = seed(&dir, "seed", &data, &[], &addr);
+    let leech = leech(&dir, "leech", &addr);
+    until_provided(leech.swarm().unwrap(), hash).await;
+
+    seed.suspend().await;
+    assert!(seed.swarm().unwrap().connected_peers().await.is_empty());
+    // Asked for providers meanwhile, the DHT still names the seed; its
+    // dial fails and nothing reopens on the seed's side.
+    let seed_id = seed.swarm().unwrap().peer_id();
+    assert!(
+        !leech
+            .swarm()
+            .unwrap()
+            .find_providers(hash, false)
+            .await
+            .contains(&seed_id)
+    );
+    assert!(seed.swarm().unwrap().connected_peers().await.is_empty());
+    assert!(
+        !bootstrap
+            .swarm()
+            .unwrap()
+            .connected_peers()
+            .await
+            .contains(&seed_id)
+    );
+
+    seed.resume().await.unwrap();
+    let fetched = leech
+        .fetch(FetchRequest::hash(hash))
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(fetched.path()).unwrap(), data);
+}

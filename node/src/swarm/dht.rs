@@ -349,6 +349,10 @@ impl Dht {
     /// blob is complete.
     fn announce_store(&mut self, swarm: &mut Inner) {
         self.announced = true;
+        if !self.listens {
+            // No peer could reach it at an address it announced.
+            return;
+        }
         let blobs = match self.store.list() {
             Ok(blobs) => blobs,
             Err(error) => {
