@@ -16,7 +16,7 @@ pub enum FetchError {
     /// The store lacks the blob, no mirror was given and no connected
     /// peer (or provider the DHT named) holds it.
     #[error(
-        "{0} is not in the store, no mirror was given and no peer found has it \
+        "{0} is not in the store, no mirror was given and no connected peer has it \
          (pass --mirror URL, --peer ADDRESS or --bootstrap ADDRESS)"
     )]
     NoSource(Hash),
