@@ -101,6 +101,11 @@ pub enum Command {
         /// default and multicasts on every interface)
         #[arg(long)]
         no_mdns: bool,
+        /// Join the DHT through this peer (an address ending in
+        /// /p2p/PEER_ID, as a daemon prints it): announce the store's blobs
+        /// and find providers of what is fetched; repeatable
+        #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
         /// The control API and its queue
         #[command(flatten)]
         control: ControlArgs,
@@ -133,6 +138,11 @@ pub struct FetchArgs {
     /// daemon` prints; the /p2p/PEER_ID part may be left out); repeatable
     #[arg(long = "peer", value_name = "MULTIADDR")]
     pub peers: Vec<String>,
+    /// Find peers holding the hash through the DHT, joined through this
+    /// peer (an address ending in /p2p/PEER_ID, as a daemon prints it);
+    /// repeatable. A daemon running on the store uses its own
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
     /// Also listen here while fetching, serving verified chunks to other
     /// peers (e.g. /ip4/0.0.0.0/tcp/0); repeatable
     #[arg(long, value_name = "MULTIADDR")]

@@ -14,10 +14,10 @@ pub enum FetchError {
     #[error("cancelled; the partial download is kept and the next fetch resumes it")]
     Cancelled,
     /// The store lacks the blob, no mirror was given and no connected
-    /// peer holds it.
+    /// peer (or provider the DHT named) holds it.
     #[error(
         "{0} is not in the store, no mirror was given and no connected peer has it \
-         (pass --mirror URL or --peer ADDRESS)"
+         (pass --mirror URL, --peer ADDRESS or --bootstrap ADDRESS)"
     )]
     NoSource(Hash),
     /// Every source failed; one line per source.
@@ -44,6 +44,21 @@ pub enum FetchError {
         /// The SHA-256 given.
         expected: Sha256,
         /// The SHA-256 of the content.
+        actual: Sha256,
+    },
+    /// The DHT's record said `sha256` names the blob `hash`, but that
+    /// blob's SHA-256 is another: the record is wrong (a broken or lying
+    /// peer). The blob was not kept under the alias.
+    #[error(
+        "the DHT says SHA-256 {sha256} is blob {hash}, but that blob's SHA-256 is {actual}: \
+         a peer published a wrong record; nothing was kept for it"
+    )]
+    AliasMismatch {
+        /// The SHA-256 asked for.
+        sha256: Sha256,
+        /// The blob the record named.
+        hash: Hash,
+        /// The SHA-256 of that blob.
         actual: Sha256,
     },
     /// A mirror URL that cannot be used.

@@ -176,6 +176,8 @@ impl Fetcher {
     /// Fetches the blob `hash` from `mirrors` and from the peers of the
     /// fetcher's swarm into the store, and returns its path there. `size`,
     /// when known (from a manifest), is checked against what sources say.
+    /// Peers are the connected ones, and, when the swarm uses the DHT, the
+    /// providers it names (waiting a few seconds at most for them).
     ///
     /// # Errors
     /// See [`FetchError`].
@@ -187,6 +189,22 @@ impl Fetcher {
         progress: &ProgressTracker,
         cancel: CancellationToken,
     ) -> Result<PathBuf, FetchError> {
+        self.fetch_blob_with(hash, mirrors, size, Needs::AnySource, progress, cancel)
+            .await
+    }
+
+    /// [`Fetcher::fetch_blob`], which with [`Needs::VerifyingPeer`] fails
+    /// with [`FetchError::NoSource`] unless a peer holds the blob and gives
+    /// its outboard (before any byte moves).
+    async fn fetch_blob_with(
+        &self,
+        hash: Hash,
+        mirrors: &[Url],
+        size: Option<u64>,
+        needs: Needs,
+        progress: &ProgressTracker,
+        cancel: CancellationToken,
+    ) -> Result<PathBuf, FetchError> {
         let mut counter = BlobProgress::new(progress);
         if let Some(record) = self.store.blob(hash)? {
             counter.opened(record.size, record.size);
@@ -194,12 +212,12 @@ impl Fetcher {
         }
         let holders = match &self.swarm {
             Some(swarm) => tokio::select! {
-                holders = getter::holders(swarm, hash) => holders,
+                holders = find_holders(swarm, hash, mirrors.is_empty()) => holders,
                 () = cancel.cancelled() => return Err(FetchError::Cancelled),
             },
             None => Vec::new(),
         };
-        if mirrors.is_empty() && holders.is_empty() {
+        if holders.is_empty() && (mirrors.is_empty() || needs == Needs::VerifyingPeer) {
             return Err(FetchError::NoSource(hash));
         }
         // A known outboard fixes the size: sources that disagree are left
@@ -224,6 +242,7 @@ impl Fetcher {
             .into_iter()
             .filter(|(_, held)| Some(*held) == size)
             .collect();
+        let mut announced = false;
         for _ in 0..MAX_RESTARTS {
             let (sources, size) = match self.probe_all(mirrors, size, &cancel).await {
                 Ok(probed) => probed,
@@ -240,6 +259,17 @@ impl Fetcher {
                 outboard = self.find_outboard(hash, size, &sources, &holders) => outboard?,
                 () = cancel.cancelled() => return Err(FetchError::Cancelled),
             };
+            match (&self.swarm, &outboard) {
+                (_, None) if needs == Needs::VerifyingPeer => {
+                    return Err(FetchError::NoSource(hash));
+                }
+                // Verified chunks are served as they arrive: say so.
+                (Some(swarm), Some(_)) if !announced => {
+                    swarm.provide(hash).await;
+                    announced = true;
+                }
+                _ => {}
+            }
             let (mode, sources) = match &outboard {
                 Some(_) => (PartialMode::Verified, sources),
                 None => self.unverified_source(hash, sources)?,
@@ -281,7 +311,10 @@ impl Fetcher {
     /// Fetches a plain `url` into the store and returns the hash of its
     /// content. With `sha256`, the content must have that SHA-256 (checked
     /// before anything is published) and is recorded as its alias; a URL
-    /// whose SHA-256 the store already knows is not fetched at all.
+    /// whose SHA-256 the store already knows is not fetched at all. When
+    /// the swarm uses the DHT and its alias records name a blob that peers
+    /// provide, the blob comes from those peers (`url` beside them) and is
+    /// then checked against `sha256`.
     ///
     /// # Errors
     /// See [`FetchError`].
@@ -299,6 +332,9 @@ impl Fetcher {
                     progress.set_phase(Phase::Complete);
                     return Ok(hash);
                 }
+            }
+            if let Some(hash) = self.fetch_by_alias(url, sha, progress, &cancel).await? {
+                return Ok(hash);
             }
         }
         let mut counter = BlobProgress::new(progress);
@@ -337,6 +373,10 @@ impl Fetcher {
                 }
                 let hash = blocking(move || partial_back.finish()).await?;
                 self.store.put_alias(expected, hash)?;
+                if let Some(swarm) = &self.swarm {
+                    swarm.provide(hash).await;
+                    swarm.announce_alias(expected, hash).await;
+                }
                 progress.set_phase(Phase::Complete);
                 return Ok(hash);
             }
@@ -458,7 +498,78 @@ impl Fetcher {
             return Ok(HfFetched::File(entries[0].hash));
         }
         let manifest = Manifest::new(entries)?;
-        Ok(HfFetched::Model(self.store.put_manifest(&manifest)?))
+        let model = self.store.put_manifest(&manifest)?;
+        if let Some(swarm) = &self.swarm {
+            swarm.provide(model).await;
+        }
+        Ok(HfFetched::Model(model))
+    }
+
+    /// The blob whose SHA-256 is `sha256`, from the peers that provide the
+    /// blob the DHT's alias records name (`url` serving beside them, each
+    /// chunk checked against the named hash); `None` when no record names a
+    /// blob that a peer provides with its outboard. The records are claims
+    /// of other peers: the blob is checked against `sha256` before the
+    /// alias is recorded.
+    ///
+    /// # Errors
+    /// [`FetchError::AliasMismatch`] when the named blob has another
+    /// SHA-256 (it is removed again unless the store held it before), and
+    /// the errors of [`Fetcher::fetch_blob`].
+    async fn fetch_by_alias(
+        &self,
+        url: &Url,
+        sha256: Sha256,
+        progress: &ProgressTracker,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Hash>, FetchError> {
+        let Some(swarm) = self.swarm.as_ref().filter(|swarm| swarm.uses_dht()) else {
+            return Ok(None);
+        };
+        let named = tokio::select! {
+            named = swarm.resolve_alias(sha256) => named,
+            () = cancel.cancelled() => return Err(FetchError::Cancelled),
+        };
+        for hash in named {
+            let had = self.store.blob(hash)?.is_some();
+            let mirrors = std::slice::from_ref(url);
+            let path = match self
+                .fetch_blob_with(
+                    hash,
+                    mirrors,
+                    None,
+                    Needs::VerifyingPeer,
+                    progress,
+                    cancel.clone(),
+                )
+                .await
+            {
+                Ok(path) => path,
+                Err(FetchError::NoSource(_)) => {
+                    tracing::debug!(%sha256, %hash, "no peer provides the blob an alias names");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            progress.set_phase(Phase::Verifying);
+            let actual = blocking(move || sha256_of_file(&path)).await?;
+            if actual != sha256 {
+                if !had {
+                    let store = self.store.clone();
+                    blocking(move || store.remove(hash)).await?;
+                }
+                return Err(FetchError::AliasMismatch {
+                    sha256,
+                    hash,
+                    actual,
+                });
+            }
+            self.store.put_alias(sha256, hash)?;
+            swarm.announce_alias(sha256, hash).await;
+            progress.set_phase(Phase::Complete);
+            return Ok(Some(hash));
+        }
+        Ok(None)
     }
 
     /// Probes every mirror at once (retrying transient failures) and keeps
@@ -656,6 +767,25 @@ impl Fetcher {
     }
 }
 
+/// What a blob fetch may settle for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// Any source: peers, mirrors, or both.
+    AnySource,
+    /// A peer holding the blob that gives its outboard, so that every chunk
+    /// (from peers or mirrors) is checked against the hash on arrival.
+    VerifyingPeer,
+}
+
+/// The peers holding chunks of `hash` with the size each gives: the
+/// connected ones, once the DHT's providers (if the swarm uses the DHT)
+/// were dialed. With `patient` (no other source) the DHT is asked until a
+/// provider answers or its wait is up.
+async fn find_holders(swarm: &Swarm, hash: Hash, patient: bool) -> Vec<(PeerId, u64)> {
+    swarm.find_providers(hash, patient).await;
+    getter::holders(swarm, hash).await
+}
+
 /// One download of one partial: what to open and where bytes come from.
 struct Attempt {
     key: PartialKey,
@@ -726,6 +856,26 @@ fn sha256_of(partial: &Partial) -> Result<Sha256, p2pmodel_store::Error> {
         offset += n as u64;
     }
     Ok(Sha256(hasher.finalize().into()))
+}
+
+/// The SHA-256 of the file at `path`.
+fn sha256_of_file(path: &std::path::Path) -> Result<Sha256, p2pmodel_store::Error> {
+    use std::io::Read;
+    let io = |source| p2pmodel_store::Error::Io {
+        context: "hashing a blob",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(io)?;
+        if n == 0 {
+            return Ok(Sha256(hasher.finalize().into()));
+        }
+        hasher.update(&buffer[..n]);
+    }
 }
 
 /// Runs store work off the async threads.

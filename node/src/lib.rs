@@ -12,7 +12,7 @@
 //!   ignore `Range`, truncate, redirect or change content, and a static
 //!   mirror server.
 //! - [`swarm`] holds the libp2p side: the provider that serves verified
-//!   chunks, requests to peers, mDNS discovery, limits.
+//!   chunks, requests to peers, mDNS discovery, the DHT, limits.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

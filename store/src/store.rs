@@ -413,6 +413,23 @@ impl Store {
             .map(|value| Hash::from_bytes(*value.value())))
     }
 
+    /// Every alias the store knows, as (SHA-256, BLAKE3) pairs ordered by
+    /// SHA-256. The blob an alias names may be absent (removed, or never
+    /// fetched).
+    ///
+    /// # Errors
+    /// When the database read fails.
+    pub fn aliases(&self) -> Result<Vec<(Sha256, Hash)>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(tables::ALIASES)?;
+        let mut aliases = Vec::new();
+        for entry in table.iter()? {
+            let (sha256, hash) = entry?;
+            aliases.push((Sha256(*sha256.value()), Hash::from_bytes(*hash.value())));
+        }
+        Ok(aliases)
+    }
+
     /// Every complete and partial blob, complete ones first, each group by hash.
     pub fn list(&self) -> Result<Vec<BlobInfo>> {
         let txn = self.db().begin_read()?;

@@ -303,6 +303,9 @@ fn manifests_and_aliases_round_trip() {
     let sha = Sha256([7; 32]);
     store.put_alias(sha, hash).unwrap();
     assert_eq!(store.alias(sha).unwrap(), Some(hash));
+    let other = Sha256([3; 32]);
+    store.put_alias(other, hash).unwrap();
+    assert_eq!(store.aliases().unwrap(), vec![(other, hash), (sha, hash)]);
 
     let entry = ManifestEntry {
         path: "weights/a.gguf".into(),

@@ -3,6 +3,7 @@
 //!
 //! Where new tests go: one module per user-facing topic.
 //! - `crash`: SIGKILL and SIGINT in the middle of a fetch, then resume.
+//! - `dht`: peers found through the DHT, joined through a bootstrap daemon.
 //! - `cli`: the commands as a user types them.
 //! - `control`: the daemon's queue and control API, and `fetch` as its client.
 //! - `faults`: random kills, a full disk.
@@ -13,6 +14,7 @@
 mod cli;
 mod control;
 mod crash;
+mod dht;
 mod faults;
 mod flood;
 mod lan;

@@ -2,7 +2,9 @@
 //!
 //! Prints the peer id and the addresses to dial, one per line, and writes
 //! the addresses to `STORE/daemon.addrs` so that tools and tests can find
-//! the daemon. Peers dial it with `p2pmodel fetch HASH --peer ADDRESS`.
+//! the daemon. Peers dial it with `p2pmodel fetch HASH --peer ADDRESS`,
+//! or join the DHT through it with `--bootstrap ADDRESS`; with
+//! `--bootstrap` of its own, it announces the store's blobs in the DHT.
 //! Beside the swarm it runs the download queue and its control API (see
 //! `control.rs`).
 
@@ -26,9 +28,10 @@ pub async fn run(
     listen: &[String],
     upload_limit: Option<&str>,
     mdns: bool,
+    bootstrap: &[String],
     control: &ControlArgs,
 ) -> anyhow::Result<ExitCode> {
-    let config = swarm_config(listen, upload_limit, mdns)?;
+    let config = swarm_config(listen, upload_limit, mdns, bootstrap)?;
     let listening = config.listen.len();
     // Absolute, so that the paths in job results mean the same to clients
     // started in other folders.

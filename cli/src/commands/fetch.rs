@@ -1,8 +1,9 @@
 //! `p2pmodel fetch HASH [--mirror URL] [--peer ADDR]` and `p2pmodel fetch
 //! URL`, run by an in-process [`Node`](p2pmodel_node::Node). With `--peer`,
-//! `--listen` or `--mdns` the node joins the swarm: it fetches from every
-//! connected peer and mirror at once and serves what it has verified
-//! meanwhile.
+//! `--listen`, `--mdns` or `--bootstrap` the node joins the swarm: it
+//! fetches from every connected peer (and, with `--bootstrap`, every
+//! provider the DHT names) and mirror at once and serves what it has
+//! verified meanwhile.
 //!
 //! Ctrl+C pauses: the request is cancelled, the node commits what was
 //! verified, a one-line message says so, and the exit status is 130. The
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use p2pmodel_node::download::DownloadConfig;
 use p2pmodel_node::hf::{HfRef, Hub, Quant, cache};
-use p2pmodel_node::swarm::SwarmConfig;
+use p2pmodel_node::swarm::{SwarmConfig, dht};
 use p2pmodel_node::{FetchRequest, Fetched, FetcherConfig, NodeBuilder, NodeError};
 use p2pmodel_protocol::Sha256;
 use url::Url;
@@ -36,8 +37,14 @@ pub async fn run(store_dir: PathBuf, args: FetchArgs) -> anyhow::Result<ExitCode
     let config = FetcherConfig::default()
         .with_download(DownloadConfig::default().with_parallel(args.parallel));
     let mut builder = NodeBuilder::new(&store_dir).fetcher_config(config);
-    if !args.peers.is_empty() || !args.listen.is_empty() || args.mdns {
-        let config = swarm_config(&args.listen, args.upload_limit.as_deref(), args.mdns)?;
+    let joins = !args.peers.is_empty() || !args.listen.is_empty() || !args.bootstrap.is_empty();
+    if joins || args.mdns {
+        let config = swarm_config(
+            &args.listen,
+            args.upload_limit.as_deref(),
+            args.mdns,
+            &args.bootstrap,
+        )?;
         builder = builder.swarm(config);
     }
     if let Some(dir) = hf_cache(&args)? {
@@ -150,13 +157,20 @@ fn request(args: &FetchArgs) -> anyhow::Result<(FetchRequest, String, bool)> {
     Ok((request, label, prints_hash))
 }
 
-/// The swarm settings typed: where to listen, how fast to upload.
+/// The swarm settings typed: where to listen, how fast to upload, which
+/// peers to join the DHT through (each must name its peer id).
 pub fn swarm_config(
     listen: &[String],
     upload_limit: Option<&str>,
     mdns: bool,
+    bootstrap: &[String],
 ) -> anyhow::Result<SwarmConfig> {
-    let mut config = SwarmConfig::listen(multiaddrs(listen)?).with_mdns(mdns);
+    let bootstrap = multiaddrs(bootstrap)?;
+    // Checked before the store is opened, to name the flag.
+    dht::bootstrap_peers(&bootstrap).context("--bootstrap")?;
+    let mut config = SwarmConfig::listen(multiaddrs(listen)?)
+        .with_mdns(mdns)
+        .with_bootstrap(bootstrap);
     if let Some(limit) = upload_limit {
         config = config.with_upload_limit(parse_size(limit).context("--upload-limit")?);
     }

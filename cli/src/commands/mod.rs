@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             upload_limit,
             no_mdns,
+            bootstrap,
             control,
         } => {
             daemon::run(
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &listen,
                 upload_limit.as_deref(),
                 !no_mdns,
+                &bootstrap,
                 &control,
             )
             .await

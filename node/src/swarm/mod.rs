@@ -12,11 +12,14 @@
 //! yamux stream would reset it).
 //!
 //! [`Swarm::suspend`] closes every listener and connection (the node's
-//! `suspend` calls it); [`Swarm::resume`] listens again on the same
-//! addresses. Peers are found by dialing them (`--peer`) or when they dial
-//! in; a download uses every connected peer that has chunks it needs.
+//! `suspend` calls it) and refuses new ones; [`Swarm::resume`] listens
+//! again on the same addresses. Peers are found by dialing them (`--peer`),
+//! when they dial in, by mDNS, or through the DHT ([`dht`]: Kademlia, used
+//! when bootstrap peers are given); a download uses every connected peer
+//! that has chunks it needs.
 
 mod budget;
+pub mod dht;
 mod frame;
 pub mod getter;
 mod limits;
@@ -29,8 +32,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p::allow_block_list::{self, AllowedPeers};
 use libp2p::core::transport::ListenerId;
 use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -49,6 +54,8 @@ pub use transport::{RawStream, RawTransport, TransportFactory};
 
 /// The chunk exchange protocol (see `p2pmodel_protocol::wire`).
 pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pmodel/chunks/1");
+/// How often the DHT checks that it still knows a peer (else it joins again).
+const DHT_TICK: Duration = Duration::from_secs(5);
 /// File in the store folder holding the node's identity key.
 const KEY_FILE: &str = "node.key";
 
@@ -77,6 +84,12 @@ pub enum PeerError {
     /// Setting up the swarm failed.
     #[error("swarm setup: {0}")]
     Setup(String),
+    /// A bootstrap address does not name its peer.
+    #[error(
+        "bootstrap address {0} does not end in /p2p/PEER_ID \
+         (give an address as `p2pmodel daemon` prints it)"
+    )]
+    Bootstrap(Multiaddr),
 }
 
 #[derive(NetworkBehaviour)]
@@ -86,6 +99,11 @@ struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
     /// LAN discovery, when asked for; dropped while suspended.
     mdns: Toggle<mdns::tokio::Behaviour>,
+    /// The DHT (see [`dht`]).
+    kad: kad::Behaviour<MemoryStore>,
+    /// On while suspended: an allow list naming no peer refuses every
+    /// connection, so that Kademlia's own dials open nothing.
+    gate: Toggle<allow_block_list::Behaviour<AllowedPeers>>,
 }
 
 enum Command {
@@ -94,6 +112,7 @@ enum Command {
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Suspend(oneshot::Sender<()>),
     Resume(oneshot::Sender<Result<(), String>>),
+    Dht(dht::Command),
 }
 
 /// How a [`Swarm`] runs.
@@ -111,6 +130,10 @@ pub struct SwarmConfig {
     /// The byte streams to run over instead of TCP (a simulated network,
     /// say); noise and yamux go on top as with TCP.
     pub transport: Option<TransportFactory>,
+    /// Peers to join the DHT through, each address ending in
+    /// `/p2p/PEER_ID`; none: the node does not use the DHT (when it
+    /// listens, it still answers the queries of others).
+    pub bootstrap: Vec<Multiaddr>,
 }
 
 impl SwarmConfig {
@@ -134,6 +157,15 @@ impl SwarmConfig {
         self
     }
 
+    /// Joins the DHT through these peers (addresses ending in
+    /// `/p2p/PEER_ID`, as a daemon prints them): announces what the store
+    /// holds and finds providers of what it fetches. [`Swarm::spawn`]
+    /// refuses an address without a peer id.
+    pub fn with_bootstrap(mut self, peers: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.bootstrap.extend(peers);
+        self
+    }
+
     /// Serves peers at most `bytes_per_second`, all peers together.
     pub fn with_upload_limit(mut self, bytes_per_second: u64) -> Self {
         self.upload = Some(Bandwidth::new(bytes_per_second));
@@ -149,6 +181,8 @@ pub struct Swarm {
     commands: mpsc::Sender<Command>,
     /// It finds peers by mDNS.
     discovers: bool,
+    /// It uses the DHT (it has bootstrap peers).
+    dht: bool,
     /// Fired by [`Swarm::shutdown`].
     stop: CancellationToken,
     /// The event loop and the provider; awaited by [`Swarm::shutdown`].
@@ -169,9 +203,12 @@ impl Swarm {
     /// Call within a tokio runtime.
     ///
     /// # Errors
-    /// [`PeerError::Setup`] when the identity or a listener cannot be set up.
+    /// [`PeerError::Setup`] when the identity or a listener cannot be set
+    /// up; [`PeerError::Bootstrap`] for a bootstrap address without a peer id.
     pub fn spawn(store: Store, config: SwarmConfig) -> Result<Self, PeerError> {
         let discovers = config.mdns;
+        let bootstrap = dht::bootstrap_peers(&config.bootstrap)?;
+        let listens = !config.listen.is_empty();
         let keypair = identity(store.root())?;
         let peer_id = keypair.public().to_peer_id();
         let setup = |e: &dyn std::fmt::Display| PeerError::Setup(e.to_string());
@@ -188,6 +225,8 @@ impl Swarm {
                     )),
                     limits: limits::connections(),
                     mdns: discovery(config.mdns, key.public().to_peer_id())?,
+                    kad: dht::behaviour(key.public().to_peer_id(), listens),
+                    gate: Toggle::from(None),
                 })
             })
             .map_err(|e| setup(&e))?
@@ -203,6 +242,8 @@ impl Swarm {
         let mut control = swarm.behaviour().stream.new_control();
         let incoming = control.accept(CHUNK_PROTOCOL).map_err(|e| setup(&e))?;
         let stop = CancellationToken::new();
+        let uses_dht = !bootstrap.is_empty();
+        let dht = dht::Dht::start(&mut swarm, store.clone(), bootstrap, listens);
         let provider = tokio::spawn(provider::serve(
             store,
             incoming,
@@ -219,6 +260,7 @@ impl Swarm {
                 dialed: HashMap::new(),
                 suspended: None,
                 mdns: config.mdns,
+                dht,
             }
             .run(receiver, stop.clone()),
         );
@@ -227,6 +269,7 @@ impl Swarm {
             control,
             commands,
             discovers,
+            dht: uses_dht,
             stop,
             tasks: Arc::new(Mutex::new(vec![event_loop, provider])),
         })
@@ -359,10 +402,12 @@ struct EventLoop {
     suspended: Option<Vec<oneshot::Sender<()>>>,
     /// mDNS was asked for (it is off while suspended).
     mdns: bool,
+    dht: dht::Dht,
 }
 
 impl EventLoop {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(DHT_TICK);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -371,6 +416,9 @@ impl EventLoop {
                     Some(command) => self.command(command),
                 },
                 event = self.swarm.select_next_some() => self.event(event),
+                _ = tick.tick() => if self.suspended.is_none() {
+                    self.dht.tick(&mut self.swarm);
+                },
             }
             self.answer_suspend();
         }
@@ -400,6 +448,7 @@ impl EventLoop {
             Command::Resume(reply) => {
                 let _ = reply.send(self.resume());
             }
+            Command::Dht(command) => self.dht.command(&mut self.swarm, command),
         }
     }
 
@@ -449,16 +498,28 @@ impl EventLoop {
                     self.dialed.insert(addr, peer_id);
                     let _ = reply.send(Ok(peer_id));
                 }
+                self.dht.connected(peer_id);
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 error,
-                ..
+                peer_id,
             } => {
                 if let Some((_, reply)) = self.dialing.remove(&connection_id) {
                     let _ = reply.send(Err(error.to_string()));
                 }
+                if let Some(peer) = peer_id {
+                    self.dht.dial_failed(peer);
+                }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => {
+                self.dht.event(&mut self.swarm, event);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.dht.identified(&mut self.swarm, peer_id, &info),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     if self.suspended.is_some() || self.swarm.is_connected(&peer) {
@@ -494,6 +555,8 @@ impl EventLoop {
     fn close_everything(&mut self) {
         // Dropping the mDNS behaviour closes its sockets.
         self.swarm.behaviour_mut().mdns = Toggle::from(None);
+        self.swarm.behaviour_mut().gate =
+            Toggle::from(Some(allow_block_list::Behaviour::default()));
         for (id, addr) in std::mem::take(&mut self.listeners) {
             self.swarm.remove_listener(id);
             self.closed.push(addr);
@@ -523,6 +586,7 @@ impl EventLoop {
             return Ok(());
         }
         let me = *self.swarm.local_peer_id();
+        self.swarm.behaviour_mut().gate = Toggle::from(None);
         self.swarm.behaviour_mut().mdns =
             discovery(self.mdns, me).map_err(|e| format!("mDNS: {e}"))?;
         for addr in std::mem::take(&mut self.closed) {
@@ -532,6 +596,7 @@ impl EventLoop {
                 .map_err(|e| format!("{addr}: {e}"))?;
             self.listeners.push((id, addr));
         }
+        self.dht.join(&mut self.swarm);
         Ok(())
     }
 }
