@@ -16,6 +16,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use libp2p::PeerId;
 
@@ -713,7 +714,7 @@ impl Fetcher {
         let mut failures = Vec::new();
         for round in 0..OUTBOARD_ROUNDS {
             if round > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             failures.clear();
             for (peer, size) in candidates {
@@ -780,11 +781,30 @@ enum Needs {
 /// The peers holding chunks of `hash` with the size each gives: the
 /// connected ones, once the DHT's providers (if the swarm uses the DHT)
 /// were dialed. With `patient` (no other source) the DHT is asked until a
-/// provider answers or its wait is up.
+/// provider answers or its wait is up, and peers that may hold chunks soon
+/// (busy, or fetching the blob themselves) are asked again for up to
+/// [`PEER_PATIENCE`].
 async fn find_holders(swarm: &Swarm, hash: Hash, patient: bool) -> Vec<(PeerId, u64)> {
     swarm.find_providers(hash, patient).await;
-    getter::holders(swarm, hash).await
+    let deadline = tokio::time::Instant::now() + PEER_PATIENCE;
+    loop {
+        let survey = getter::survey(swarm, hash).await;
+        if !survey.holders.is_empty()
+            || !patient
+            || !survey.worth_asking_again
+            || tokio::time::Instant::now() >= deadline
+        {
+            return survey.holders;
+        }
+        tracing::debug!(%hash, "no peer holds a chunk yet; asking again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
+
+/// How long a fetch with no mirror keeps asking peers that may hold
+/// chunks soon: a seed in a flash crowd drops streams while it is busy,
+/// and peers fetching the same blob get their first chunks within moments.
+const PEER_PATIENCE: Duration = Duration::from_secs(20);
 
 /// One download of one partial: what to open and where bytes come from.
 struct Attempt {

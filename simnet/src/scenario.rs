@@ -158,8 +158,12 @@ impl Scenario {
             }
             Kind::HttpOnly => scenario.distribution = Distribution::Http,
         }
-        let bound = scenario.fluid_bound();
-        scenario.deadline = (bound * 20).max(Duration::from_secs(120)) + scenario.arrivals_over;
+        // Twenty times the bound, and room for the origin to send N copies.
+        let origin_alone = one_copy.mul_f64(base.leechers as f64);
+        scenario.deadline = (scenario.fluid_bound() * 20)
+            .max(origin_alone * 2)
+            .max(Duration::from_secs(120))
+            + scenario.arrivals_over;
         scenario
     }
 

@@ -131,6 +131,21 @@ fn retry_pause(tries: u32) -> Duration {
 /// size each gives for it. Peers that do not answer within five seconds,
 /// or stay busy, are left out.
 pub async fn holders(swarm: &Swarm, hash: Hash) -> Vec<(PeerId, u64)> {
+    survey(swarm, hash).await.holders
+}
+
+/// What the connected peers said about a blob.
+pub(crate) struct Survey {
+    /// Peers holding at least one chunk, with the size each gives.
+    pub(crate) holders: Vec<(PeerId, u64)>,
+    /// Some peer may hold chunks soon: it failed to answer (a busy seed
+    /// drops streams in a crowd) or it is fetching the blob itself and has
+    /// no chunk yet.
+    pub(crate) worth_asking_again: bool,
+}
+
+/// Asks every connected peer what it holds of `hash` (see [`holders`]).
+pub(crate) async fn survey(swarm: &Swarm, hash: Hash) -> Survey {
     if swarm.discovers() {
         // Just started: give mDNS a moment to find the local network.
         let deadline = tokio::time::Instant::now() + DISCOVERY_WAIT;
@@ -139,7 +154,10 @@ pub async fn holders(swarm: &Swarm, hash: Hash) -> Vec<(PeerId, u64)> {
         }
     }
     let have = Request::Have { hash };
-    let mut found = Vec::new();
+    let mut survey = Survey {
+        holders: Vec::new(),
+        worth_asking_again: false,
+    };
     // A few rounds while none answers: a stream may fail on a connection
     // that is just closing (two peers that dialed each other at once).
     for round in 0..3 {
@@ -157,8 +175,9 @@ pub async fn holders(swarm: &Swarm, hash: Hash) -> Vec<(PeerId, u64)> {
         for (peer, answer) in peers.into_iter().zip(answers) {
             match answer {
                 Ok(Response::Have { size, bitmap }) if bitmap.iter().any(|b| *b != 0) => {
-                    found.push((peer, size));
+                    survey.holders.push((peer, size));
                 }
+                Ok(Response::Have { .. }) => survey.worth_asking_again = true,
                 Ok(_) => {}
                 Err(error) => {
                     tracing::debug!(%peer, %error, "asking what a peer holds failed");
@@ -166,11 +185,12 @@ pub async fn holders(swarm: &Swarm, hash: Hash) -> Vec<(PeerId, u64)> {
                 }
             }
         }
-        if !found.is_empty() || !failed {
+        survey.worth_asking_again |= failed;
+        if !survey.holders.is_empty() || !failed {
             break;
         }
     }
-    found
+    survey
 }
 
 /// Fetches the outboard of the blob `hash` of `size` bytes from `peer` and
