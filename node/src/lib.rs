@@ -39,6 +39,7 @@ pub mod download;
 mod error;
 mod fetch;
 pub mod hf;
+mod jitter;
 pub mod mirror;
 mod node;
 mod progress;

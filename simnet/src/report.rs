@@ -42,6 +42,9 @@ pub struct Summary {
     pub p99_secs: Option<f64>,
     /// Bytes the seed (or origin) sent, in copies of the blob.
     pub seed_upload_copies: f64,
+    /// Share of the leechers' verified bytes that came from the seed (or
+    /// origin) rather than from each other.
+    pub from_seed_share: f64,
     /// Bytes delivered to leechers beyond one copy each: duplicates and
     /// protocol overhead (bao proofs, framing, encryption, requests).
     pub redundant_bytes: u64,
@@ -110,6 +113,11 @@ impl Summary {
             p95_secs: percentile(0.95),
             p99_secs: percentile(0.99),
             seed_upload_copies: run.seed_sent as f64 / size as f64,
+            from_seed_share: {
+                let seed: u64 = run.leechers.iter().map(|l| l.from_seed).sum();
+                let peers: u64 = run.leechers.iter().map(|l| l.from_peers).sum();
+                seed as f64 / (seed + peers).max(1) as f64
+            },
             redundant_bytes: redundant,
             redundant_share: redundant as f64 / copies.max(1) as f64,
             wall_secs: run.wall.as_secs_f64(),

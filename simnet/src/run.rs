@@ -15,7 +15,7 @@ use libp2p::Multiaddr;
 use libp2p::core::Transport;
 use libp2p::multiaddr::Protocol;
 use p2pmodel_node::swarm::{RawStream, SwarmConfig, TransportFactory};
-use p2pmodel_node::{FetchRequest, Node, NodeBuilder};
+use p2pmodel_node::{FetchRequest, Node, NodeBuilder, Progress};
 use p2pmodel_protocol::{ChunkBitmap, Hash};
 use rand::rngs::StdRng;
 use rand::seq::index;
@@ -61,6 +61,10 @@ pub struct LeecherOutcome {
     pub error: Option<String>,
     /// What its link carried.
     pub traffic: Traffic,
+    /// Verified bytes it took from the seed (or the origin).
+    pub from_seed: u64,
+    /// Verified bytes it took from other leechers.
+    pub from_peers: u64,
 }
 
 impl LeecherOutcome {
@@ -122,9 +126,22 @@ struct Context {
     source: Source,
     /// Each leecher's node while it runs (for the seed's leaving).
     live: Mutex<Vec<Option<Node>>>,
+    /// How progress names the seed or the origin.
+    seed_names: Vec<String>,
 }
 
 impl Context {
+    /// Adds what `progress` credits to the seed and to other leechers.
+    fn credit(&self, outcome: &mut LeecherOutcome, progress: &Progress) {
+        for source in &progress.sources {
+            if self.seed_names.contains(&source.source) {
+                outcome.from_seed += source.bytes;
+            } else {
+                outcome.from_peers += source.bytes;
+            }
+        }
+    }
+
     fn set_live(&self, index: usize, node: Option<Node>) {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)[index] = node;
     }
@@ -213,6 +230,7 @@ async fn play(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
     };
     drop(bytes);
     let plans = plan(scenario, &source);
+    let seed_names = seed_names(&source);
     let context = Arc::new(Context {
         scenario: scenario.clone(),
         hash,
@@ -220,6 +238,7 @@ async fn play(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
         start,
         source,
         live: Mutex::new(vec![None; plans.len()]),
+        seed_names,
     });
     let leaving = match &context.source {
         Source::Swarm { seed, .. } if scenario.seed_leaves => Some(tokio::spawn(
@@ -318,6 +337,20 @@ fn plan(scenario: &Scenario, source: &Source) -> Vec<Plan> {
         .collect()
 }
 
+/// The names progress gives the seed or the origin as a source.
+fn seed_names(source: &Source) -> Vec<String> {
+    match source {
+        Source::Swarm { seed, .. } => seed
+            .swarm()
+            .map(|swarm| vec![format!("peer {}", swarm.peer_id())])
+            .unwrap_or_default(),
+        Source::Http { origin } => {
+            let url = origin.url();
+            vec![url.origin().ascii_serialization(), url.to_string()]
+        }
+    }
+}
+
 /// The port `host` listens on.
 fn port_of(host: HostId) -> u64 {
     host.0 as u64 + 1
@@ -364,6 +397,8 @@ async fn leecher(context: Arc<Context>, plan: Plan) -> (LeecherOutcome, Option<N
         crashed: false,
         error: None,
         traffic: Traffic::default(),
+        from_seed: 0,
+        from_peers: 0,
     };
     let began = context.start + plan.starts;
     tokio::time::sleep_until(began).await;
@@ -395,10 +430,15 @@ async fn leecher(context: Arc<Context>, plan: Plan) -> (LeecherOutcome, Option<N
                 return (outcome, Some(node));
             }
         };
+        let progress = fetch.progress();
         tokio::select! {
-            done = fetch => return finish(&context, outcome, node, began, done).await,
+            done = fetch => {
+                context.credit(&mut outcome, &progress.borrow());
+                return finish(&context, outcome, node, began, done).await;
+            }
             () = tokio::time::sleep_until(began + at) => {}
         }
+        context.credit(&mut outcome, &progress.borrow());
         outcome.crashed = true;
         context.set_live(plan.index, None);
         net.crash(host);
@@ -415,13 +455,18 @@ async fn leecher(context: Arc<Context>, plan: Plan) -> (LeecherOutcome, Option<N
         context.set_live(plan.index, Some(node.clone()));
     }
     let done = match node.fetch(request) {
-        Ok(handle) => match tokio::time::timeout_at(deadline, handle).await {
-            Ok(done) => done,
-            Err(_) => {
-                outcome.error = Some("not finished by the deadline".into());
-                return (outcome, Some(node));
+        Ok(handle) => {
+            let progress = handle.progress();
+            let done = tokio::time::timeout_at(deadline, handle).await;
+            context.credit(&mut outcome, &progress.borrow());
+            match done {
+                Ok(done) => done,
+                Err(_) => {
+                    outcome.error = Some("not finished by the deadline".into());
+                    return (outcome, Some(node));
+                }
             }
-        },
+        }
         Err(error) => Err(error),
     };
     finish(&context, outcome, node, began, done).await

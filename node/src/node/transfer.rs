@@ -26,12 +26,17 @@ use super::request::{FetchHandle, FetchRequest, Target, TransferKey};
 use super::{LifecycleState, Node, NodeError, RequestId};
 use crate::error::FetchError;
 use crate::fetch::{Fetched, Fetcher, HfFetched, sibling};
+use crate::jitter::jittered;
 use crate::progress::{Phase, Progress, ProgressTracker, SourceProgress};
 
 /// Longest wait for a peer given with the request to answer a dial.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the peers given with a request are dialed again.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(3);
+/// With no mirror, how long a fetch keeps dialing peers given with the
+/// request that turned it away before it starts without them (a seed in a
+/// flash crowd turns away handshakes beyond its limit).
+const FIRST_DIAL_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A running or stopping transfer, as the node's table holds it.
 pub(crate) struct Transfer {
@@ -194,7 +199,7 @@ async fn fetch(
         Target::Hash(hash) => {
             let mut mirrors = spec.mirrors.clone();
             mirrors.extend(node.content_mirrors(*hash));
-            node.dial(&spec.peers).await;
+            node.dial(&spec.peers, mirrors.is_empty()).await;
             let fetched = tokio::select! {
                 fetched = fetcher.fetch_blob_or_manifest(*hash, &mirrors, progress, cancel.clone()) => fetched?,
                 never = node.keep_dialing(&spec.peers) => match never {},
@@ -388,8 +393,19 @@ impl Node {
 
     /// Dials `peers` (at once, each for at most a few seconds); a peer that
     /// cannot be reached is logged and left out.
-    async fn dial(&self, peers: &[Multiaddr]) {
-        for (addr, error) in self.dial_all(peers).await {
+    /// Dials `peers`; with `patient`, those that fail are dialed again
+    /// after short random pauses for up to [`FIRST_DIAL_PATIENCE`].
+    async fn dial(&self, peers: &[Multiaddr], patient: bool) {
+        let deadline = tokio::time::Instant::now() + FIRST_DIAL_PATIENCE;
+        let mut failed = self.dial_all(peers).await;
+        let mut pause = Duration::from_millis(200);
+        while patient && !failed.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(jittered(pause)).await;
+            pause = (pause * 2).min(REDIAL_INTERVAL);
+            let again: Vec<Multiaddr> = failed.iter().map(|(addr, _)| addr.clone()).collect();
+            failed = self.dial_all(&again).await;
+        }
+        for (addr, error) in failed {
             tracing::warn!(%addr, %error, "cannot reach peer");
         }
     }

@@ -118,13 +118,9 @@ fn dropped_unread(error: &std::io::Error) -> bool {
     )
 }
 
-/// About 20 ms doubling with each try, spread at random so that peers
-/// dropped together do not come back together.
+/// About 20 ms doubling with each try, spread at random.
 fn retry_pause(tries: u32) -> Duration {
-    use std::hash::BuildHasher;
-    let spread = std::collections::hash_map::RandomState::new().hash_one(tries) % 1000;
-    let base = 20u64 << tries.min(6);
-    Duration::from_millis(base / 2 + base * spread / 1000)
+    crate::jitter::jittered(Duration::from_millis(20 << tries.min(6)))
 }
 
 /// The connected peers that hold at least one chunk of `hash`, with the
