@@ -37,6 +37,10 @@ struct Args {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// KiB per request to a source (a piece; the node's default when not
+    /// given), rounded to 16 KiB chunks.
+    #[arg(long)]
+    piece_kib: Option<u64>,
     /// Folder for the nodes' stores (a temporary one when not given;
     /// emptied after each scenario either way).
     #[arg(long)]
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         link: LinkSpec::symmetric(args.mbit, Duration::from_millis(args.latency_ms)),
         peers_per_node: args.peers_per_node,
         seed: args.seed,
+        piece_chunks: args.piece_kib.map(|kib| kib.div_ceil(16).max(1)),
     };
     let mut runs = Vec::new();
     let mut summaries = Vec::new();

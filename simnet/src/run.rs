@@ -14,8 +14,9 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use libp2p::core::Transport;
 use libp2p::multiaddr::Protocol;
+use p2pmodel_node::download::DownloadConfig;
 use p2pmodel_node::swarm::{RawStream, SwarmConfig, TransportFactory};
-use p2pmodel_node::{FetchRequest, Node, NodeBuilder, Progress};
+use p2pmodel_node::{FetchRequest, FetcherConfig, Node, NodeBuilder, Progress};
 use p2pmodel_protocol::{ChunkBitmap, Hash};
 use rand::rngs::StdRng;
 use rand::seq::index;
@@ -214,8 +215,12 @@ async fn play(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
         Distribution::Swarm { .. } => {
             let net = Network::new(scenario.seed);
             let host = net.add_host(scenario.seed_link);
-            let seed = start_node(&work.join("seed"), Some((&net, host)))
-                .map_err(|e| RunError::Seed(e.to_string()))?;
+            let seed = start_node(
+                &work.join("seed"),
+                Some((&net, host)),
+                scenario.piece_chunks,
+            )
+            .map_err(|e| RunError::Seed(e.to_string()))?;
             let hash = seed
                 .store()
                 .import_bytes(&bytes)
@@ -361,8 +366,15 @@ fn port_of(host: HostId) -> u64 {
 fn start_node(
     dir: &Path,
     net: Option<(&Network, HostId)>,
+    piece_chunks: Option<u64>,
 ) -> Result<Node, p2pmodel_node::SpawnError> {
     let mut builder = NodeBuilder::new(dir);
+    if let Some(chunks) = piece_chunks {
+        let download = DownloadConfig::default()
+            .with_request_chunks(chunks)
+            .with_peer_request_chunks(chunks);
+        builder = builder.fetcher_config(FetcherConfig::default().with_download(download));
+    }
     if let Some((net, host)) = net {
         let net = net.clone();
         let transport = TransportFactory::new(move || {
@@ -414,7 +426,7 @@ async fn leecher(context: Arc<Context>, plan: Plan) -> (LeecherOutcome, Option<N
             FetchRequest::hash(context.hash).with_mirror(origin.url().clone())
         }
     };
-    let mut node = match start_node(&dir, network) {
+    let mut node = match start_node(&dir, network, context.scenario.piece_chunks) {
         Ok(node) => node,
         Err(error) => {
             outcome.error = Some(format!("cannot start: {error}"));
@@ -445,7 +457,7 @@ async fn leecher(context: Arc<Context>, plan: Plan) -> (LeecherOutcome, Option<N
         node.shutdown().await;
         tokio::time::sleep(down_for).await;
         net.restore(host);
-        node = match start_node(&dir, network) {
+        node = match start_node(&dir, network, context.scenario.piece_chunks) {
             Ok(node) => node,
             Err(error) => {
                 outcome.error = Some(format!("cannot restart: {error}"));

@@ -93,6 +93,8 @@ pub struct Scenario {
     pub distribution: Distribution,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Chunks per request (a piece); `None`: the node's default.
+    pub piece_chunks: Option<u64>,
     /// Virtual time after which unfinished leechers count as failed.
     #[serde(serialize_with = "crate::report::seconds")]
     pub deadline: Duration,
@@ -111,6 +113,8 @@ pub struct Base {
     pub peers_per_node: usize,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Chunks per request; `None`: the node's default.
+    pub piece_chunks: Option<u64>,
 }
 
 impl Scenario {
@@ -130,6 +134,7 @@ impl Scenario {
                 peers_per_node: base.peers_per_node,
             },
             seed: base.seed,
+            piece_chunks: base.piece_chunks,
             deadline: Duration::ZERO,
         };
         // The time one node would take alone at its link's rate.
@@ -226,6 +231,7 @@ mod tests {
             link: LinkSpec::symmetric(100.0, Duration::from_millis(5)),
             peers_per_node: 8,
             seed: 1,
+            piece_chunks: None,
         }
     }
 

@@ -18,6 +18,7 @@ fn base() -> Base {
         link: LinkSpec::symmetric(100.0, Duration::from_millis(5)),
         peers_per_node: 3,
         seed: 7,
+        piece_chunks: None,
     }
 }
 

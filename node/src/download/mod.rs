@@ -2,7 +2,8 @@
 //! source at once: HTTP mirrors and swarm peers.
 //!
 //! The blob is cut into pieces of [`DownloadConfig::request_chunks`]
-//! chunks (`pieces`). Each source runs [`DownloadConfig::parallel`]
+//! chunks (`pieces`; [`DownloadConfig::peer_request_chunks`] when peers
+//! serve). Each source runs [`DownloadConfig::parallel`]
 //! workers; a worker picks the rarest wanted piece its source can serve
 //! (a mirror serves all, a peer what its bitmap shows), fetches it, and
 //! writes only verified chunks. Fast sources come back for more sooner, so
@@ -73,8 +74,12 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 pub struct DownloadConfig {
     /// Requests in flight per source.
     pub parallel: usize,
-    /// Chunks (16 KiB each) per request: the size of a piece.
+    /// Chunks (16 KiB each) per request: the size of a piece, when only
+    /// mirrors serve the download.
     pub request_chunks: u64,
+    /// The size of a piece when peers serve too: smaller, so that a piece
+    /// a peer fetched from a busy seed is whole (and served onwards) sooner.
+    pub peer_request_chunks: u64,
     /// A byte budget shared with other downloads (`None`: unlimited).
     pub bandwidth: Option<Bandwidth>,
 }
@@ -84,6 +89,7 @@ impl Default for DownloadConfig {
         Self {
             parallel: 4,
             request_chunks: 64,
+            peer_request_chunks: 16,
             bandwidth: None,
         }
     }
@@ -106,6 +112,12 @@ impl DownloadConfig {
     /// peer answers at once).
     pub fn with_request_chunks(mut self, chunks: u64) -> Self {
         self.request_chunks = chunks.clamp(1, p2pmodel_protocol::wire::MAX_CHUNKS_PER_GET);
+        self
+    }
+
+    /// Sets the chunks per request when peers serve too (same bounds).
+    pub fn with_peer_request_chunks(mut self, chunks: u64) -> Self {
+        self.peer_request_chunks = chunks.clamp(1, p2pmodel_protocol::wire::MAX_CHUNKS_PER_GET);
         self
     }
 }
@@ -353,6 +365,15 @@ impl Download {
         }
     }
 
+    /// Chunks per piece: smaller when peers serve too (see
+    /// [`DownloadConfig::peer_request_chunks`]).
+    fn piece_chunks(&self) -> u64 {
+        match self.peers {
+            Some(_) => self.config.peer_request_chunks,
+            None => self.config.request_chunks,
+        }
+    }
+
     /// Also fetches from every peer of `swarm` that holds chunks of the
     /// blob `hash` (the partial's). Needs a verified download: peers'
     /// chunks are checked against `hash` as they arrive.
@@ -373,11 +394,9 @@ impl Download {
             return Ok(());
         }
         let partial = Arc::clone(&self.partial);
-        let pieces = Pieces::new(
-            chunk_count(partial.size()),
-            self.config.request_chunks,
-            |chunks| chunks.clone().any(|chunk| !partial.has_chunk(chunk)),
-        );
+        let pieces = Pieces::new(chunk_count(partial.size()), self.piece_chunks(), |chunks| {
+            chunks.clone().any(|chunk| !partial.has_chunk(chunk))
+        });
         let sources = self
             .mirrors
             .iter()
@@ -634,7 +653,7 @@ impl Download {
                     pieces, sources, ..
                 } = work;
                 let me = &sources[source];
-                let piece_bytes = self.config.request_chunks * CHUNK_SIZE;
+                let piece_bytes = self.piece_chunks() * CHUNK_SIZE;
                 let full = me.in_flight >= me.pipeline(self.config.parallel, piece_bytes);
                 let whole = self.peers.is_some() && me.holds_everything();
                 let elsewhere = |chunks: Range<u64>| {
@@ -671,6 +690,16 @@ impl Download {
                     }
                     // Written meanwhile (by a whole-file stream).
                     pieces.finished(pick.piece);
+                }
+                // A peer with nothing wanted left to serve overtakes a
+                // piece that only a whole source (shared by the crowd, so
+                // slow for each) is fetching.
+                if !full && !whole && matches!(me.kind, Kind::Peer { .. }) {
+                    let slow = |taker: usize| sources[taker].holds_everything();
+                    if let Some(pick) = pieces.overtake(source, |chunks| me.serves(chunks), slow) {
+                        sources[source].in_flight += 1;
+                        return Next::Piece(pick);
+                    }
                 }
                 if self.peers.is_none() && pieces.in_flight() == 0 {
                     // Mirrors only, and nothing in flight can come back.

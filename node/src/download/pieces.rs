@@ -142,6 +142,33 @@ impl Pieces {
         Some(self.take(piece, source))
     }
 
+    /// A piece in flight only on sources `slow` says yes to (a seed or a
+    /// mirror that a crowd shares) that `source` can serve: the peer that
+    /// has it by now fetches it too, and whichever ends first wins.
+    pub(crate) fn overtake(
+        &mut self,
+        source: usize,
+        serves: impl Fn(Range<u64>) -> bool,
+        slow: impl Fn(usize) -> bool,
+    ) -> Option<Pick> {
+        let count = self.states.len();
+        if count == 0 {
+            return None;
+        }
+        let start = (self.next_random() % count as u64) as usize;
+        let piece = (0..count)
+            .map(|step| (start + step) % count)
+            .find(|&piece| match &self.states[piece] {
+                State::Taken { takers, .. } => {
+                    takers.len() < MAX_TAKERS
+                        && takers.iter().all(|&taker| taker != source && slow(taker))
+                        && serves(self.chunks(piece))
+                }
+                _ => false,
+            })?;
+        Some(self.take(piece, source))
+    }
+
     fn take(&mut self, piece: usize, source: usize) -> Pick {
         let chunks = self.chunks(piece);
         let done = match &mut self.states[piece] {
@@ -220,6 +247,27 @@ fn seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_overtakes_only_pieces_that_slow_sources_alone_fetch() {
+        let mut pieces = Pieces::new(8, 4, |_| true);
+        let seed = pieces
+            .pick(0, |_| true, |_| 0)
+            .expect("a piece for the seed");
+        let peer = pieces.pick(1, |_| true, |_| 0).expect("a piece for a peer");
+        assert_ne!(seed.piece, peer.piece);
+        // Source 2 holds both; only the seed's piece may be overtaken.
+        let overtaken = pieces
+            .overtake(2, |_| true, |source| source == 0)
+            .expect("the seed's piece is overtaken");
+        assert_eq!(overtaken.piece, seed.piece);
+        // Two takers at most, and never the same source twice.
+        assert!(pieces.overtake(3, |_| true, |source| source == 0).is_none());
+        assert!(pieces.overtake(1, |_| true, |_| true).is_none());
+        // The first to finish wins: the other's token fires.
+        pieces.finished(overtaken.piece);
+        assert!(seed.done.is_cancelled());
+    }
 
     #[test]
     fn present_pieces_start_done_and_the_last_piece_is_short() {
