@@ -654,8 +654,20 @@ impl Download {
                 } = work;
                 let me = &sources[source];
                 let piece_bytes = self.piece_chunks() * CHUNK_SIZE;
-                let full = me.in_flight >= me.pipeline(self.config.parallel, piece_bytes);
                 let whole = self.peers.is_some() && me.holds_everything();
+                let partial_peers = sources
+                    .iter()
+                    .any(|s| matches!(s.kind, Kind::Peer { .. }) && !s.holds_everything());
+                // A seed (a peer with the whole blob) that peers still
+                // fetching can relieve gets one piece at a time: its uplink
+                // is the crowd's to share. Mirrors keep their pipeline.
+                let seed = whole && matches!(me.kind, Kind::Peer { .. });
+                let depth = if seed && partial_peers {
+                    1
+                } else {
+                    me.pipeline(self.config.parallel, piece_bytes)
+                };
+                let full = me.in_flight >= depth;
                 let elsewhere = |chunks: Range<u64>| {
                     sources.iter().any(|s| {
                         matches!(s.kind, Kind::Peer { .. })
