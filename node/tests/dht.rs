@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use libp2p::Multiaddr;
 use p2pmodel_node::swarm::dht::LOOKUP_WAIT;
 use p2pmodel_node::swarm::{Swarm, SwarmConfig};
-use p2pmodel_node::{FetchError, FetchRequest, Node, NodeBuilder, NodeError, Progress};
+use p2pmodel_node::{FetchError, FetchRequest, Node, NodeBuilder, NodeError};
 use p2pmodel_protocol::{Hash, Sha256};
 use p2pmodel_store::Store;
 use sha2::Digest;
-use testkit::{TestMirror, generate};
+use testkit::{TestMirror, from_peer, generate};
 
 const MIB: u64 = 1 << 20;
 
@@ -74,16 +74,6 @@ fn leech(dir: &tempfile::TempDir, name: &str, bootstrap: &Multiaddr) -> Node {
 
 fn sha256(data: &[u8]) -> Sha256 {
     Sha256(sha2::Sha256::digest(data).into())
-}
-
-/// Bytes received from `node`.
-fn from_peer(progress: &Progress, node: &Node) -> u64 {
-    let name = format!("peer {}", node.swarm().unwrap().peer_id());
-    progress
-        .sources
-        .iter()
-        .find(|s| s.source == name)
-        .map_or(0, |s| s.bytes)
 }
 
 /// Waits until the DHT, asked by `asker`, names a provider of `hash`

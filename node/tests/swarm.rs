@@ -5,13 +5,13 @@ use std::os::unix::fs::PermissionsExt;
 
 use libp2p::Multiaddr;
 use p2pmodel_node::swarm::{Swarm, SwarmConfig, getter};
-use p2pmodel_node::{FetchRequest, Node, NodeBuilder, Progress};
+use p2pmodel_node::{FetchRequest, Node, NodeBuilder};
 use p2pmodel_protocol::Hash;
 use p2pmodel_protocol::Outboard;
 use p2pmodel_protocol::chunks::CHUNK_SIZE;
 use p2pmodel_protocol::wire::{Refusal, Request, Response};
 use p2pmodel_store::{PartialKey, PartialMode, Store};
-use testkit::{TestMirror, generate};
+use testkit::{TestMirror, from_peer, generate};
 
 const MIB: u64 = 1 << 20;
 
@@ -54,16 +54,6 @@ fn leech(dir: &tempfile::TempDir, name: &str) -> Node {
         .swarm(SwarmConfig::default())
         .spawn()
         .unwrap()
-}
-
-/// Bytes received from each peer, by peer id.
-fn from_peer(progress: &Progress, node: &Node) -> u64 {
-    let name = format!("peer {}", node.swarm().unwrap().peer_id());
-    progress
-        .sources
-        .iter()
-        .find(|s| s.source == name)
-        .map_or(0, |s| s.bytes)
 }
 
 #[tokio::test]

@@ -32,6 +32,19 @@ pub fn generate(size: u64, seed: u64) -> Vec<u8> {
     data
 }
 
+/// Verified bytes a fetch's `progress` credits to the swarm node `node`.
+pub fn from_peer(progress: &p2pmodel_node::Progress, node: &p2pmodel_node::Node) -> u64 {
+    let name = format!(
+        "peer {}",
+        node.swarm().expect("the node runs a swarm").peer_id()
+    );
+    progress
+        .sources
+        .iter()
+        .find(|s| s.source == name)
+        .map_or(0, |s| s.bytes)
+}
+
 /// The BLAKE3 of a file, as `b3sum` prints it.
 pub fn b3sum(path: &std::path::Path) -> String {
     let mut hasher = blake3::Hasher::new();

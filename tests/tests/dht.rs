@@ -7,7 +7,10 @@ use p2pmodel_node::swarm::dht::LOOKUP_WAIT;
 use testkit::{TestMirror, b3sum, generate};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::util::{Workspace, assert_ok, seeded, signal, start_daemon, stderr, stdout, wait_until};
+use crate::util::{
+    Workspace, assert_ok, bytes_from, last_progress, peer_id, seeded, signal, start_daemon, stderr,
+    stdout, wait_until,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -41,28 +44,6 @@ async fn start_announcing_daemon(work: &Workspace, bootstrap: &str) -> tokio::pr
     daemon
 }
 
-/// Bytes from `source` in the last `progress` line of `fetch --json`.
-fn bytes_from(stdout: &str, source: &str) -> u64 {
-    let last = stdout
-        .lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| line["event"] == "progress")
-        .expect("fetch --json printed progress");
-    last["sources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["source"] == source)
-        .and_then(|s| s["bytes"].as_u64())
-        .unwrap_or(0)
-}
-
-/// The peer id at the end of a `/p2p/` address.
-fn peer_id(addr: &str) -> &str {
-    addr.rsplit("/p2p/").next().unwrap()
-}
-
 #[tokio::test]
 async fn a_fetch_finds_the_seed_through_the_bootstrap_daemon_alone() {
     let bootstrap = Workspace::new();
@@ -90,7 +71,7 @@ async fn a_fetch_finds_the_seed_through_the_bootstrap_daemon_alone() {
     assert_ok(&out);
     assert_eq!(b3sum(&target), hash);
     let from_seed = bytes_from(
-        &stdout(&out),
+        &last_progress(&stdout(&out)),
         &format!("peer {}", peer_id(seed_addr.trim())),
     );
     assert_eq!(from_seed, data.len() as u64, "{}", stdout(&out));

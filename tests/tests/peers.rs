@@ -10,36 +10,11 @@ use testkit::{TcpState, b3sum, generate, tcp_sockets};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::util::{
-    Workspace, assert_ok, seeded, signal, start_daemon, start_daemon_with, stderr, stdout,
+    Workspace, assert_ok, bytes_from, last_progress, peer_id, seeded, signal, start_daemon,
+    start_daemon_with, stderr, stdout,
 };
 
 const MIB: u64 = 1 << 20;
-
-/// The peer id at the end of a `/p2p/` address.
-fn peer_id(addr: &str) -> &str {
-    addr.rsplit("/p2p/").next().unwrap()
-}
-
-/// Bytes from `source` in a `--json` progress line.
-fn bytes_from(line: &serde_json::Value, source: &str) -> u64 {
-    line["sources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["source"] == source)
-        .and_then(|s| s["bytes"].as_u64())
-        .unwrap_or(0)
-}
-
-/// The last `progress` event a `fetch --json` printed.
-fn last_progress(stdout: &str) -> serde_json::Value {
-    stdout
-        .lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| line["event"] == "progress")
-        .expect("fetch --json printed progress")
-}
 
 /// Loopback ports free now (bound, then let go).
 fn free_ports(count: usize) -> Vec<u16> {

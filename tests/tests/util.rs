@@ -146,3 +146,29 @@ pub async fn seeded(data: &[u8]) -> (Workspace, String) {
     std::fs::remove_file(file).unwrap();
     (work, hash)
 }
+
+/// The peer id at the end of a `/p2p/` address.
+pub fn peer_id(addr: &str) -> &str {
+    addr.rsplit("/p2p/").next().unwrap()
+}
+
+/// Bytes from `source` in a `--json` progress line.
+pub fn bytes_from(line: &serde_json::Value, source: &str) -> u64 {
+    line["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["source"] == source)
+        .and_then(|s| s["bytes"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The last `progress` event a `fetch --json` printed.
+pub fn last_progress(stdout: &str) -> serde_json::Value {
+    stdout
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["event"] == "progress")
+        .expect("fetch --json printed progress")
+}
