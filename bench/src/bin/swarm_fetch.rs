@@ -1,10 +1,12 @@
 //! One peer to one peer over loopback: p2pmodel's swarm fetch (libp2p TCP +
 //! noise + yamux, every chunk verified, written to the store) against a raw
-//! TCP copy of the same file in the same run.
+//! TCP copy of the same file in the same run. Built with the `quic`
+//! feature, it also fetches over libp2p QUIC in each round.
 //!
 //! Run with:
 //! `cargo run --release -p p2pmodel-bench --bin swarm-fetch -- [SIZE_MIB] [ROUNDS]`
-//! (defaults: 1024 MiB, 3 rounds; the median round is reported).
+//! (defaults: 1024 MiB, 3 rounds; the median round is reported), with
+//! `--features quic` to add the QUIC fetch.
 //!
 //! The baseline reads the file, sends it over a plain TCP connection on
 //! 127.0.0.1 and writes it to a file, then syncs (blocking threads, std's
@@ -15,8 +17,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
+use p2pmodel_node::swarm::is_quic;
 use p2pmodel_node::swarm::{Swarm, SwarmConfig};
 use p2pmodel_node::{CancellationToken, Fetcher, FetcherConfig, ProgressTracker};
+use p2pmodel_protocol::Hash;
 use p2pmodel_store::Store;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -32,61 +36,90 @@ async fn main() -> Result<()> {
 
     let seed_store = Store::open(work.path().join("seed"))?;
     let hash = seed_store.import_file(&source)?;
-    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
-    let seed = Swarm::spawn(seed_store, SwarmConfig::listen([listen]))?;
+    let mut listen: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    if cfg!(feature = "quic") {
+        listen.push("/ip4/127.0.0.1/udp/0/quic-v1".parse()?);
+    }
+    let listening = listen.len();
+    let seed = Swarm::spawn(seed_store, SwarmConfig::listen(listen))?;
     let mut addrs = seed.listen_addrs().await;
-    while addrs.is_empty() {
+    while addrs.len() < listening {
         tokio::time::sleep(Duration::from_millis(10)).await;
         addrs = seed.listen_addrs().await;
     }
+    let (quic_addrs, tcp_addrs): (Vec<_>, Vec<_>) = addrs.into_iter().partition(is_quic);
     println!("file: {size_mib} MiB, hash {hash}; {rounds} rounds, median shown");
 
-    let (mut tcp, mut swarm) = (Vec::new(), Vec::new());
+    let (mut tcp, mut swarm, mut quic) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let dir = work.path().join(format!("round-{round}"));
         std::fs::create_dir_all(&dir)?;
         tcp.push(raw_tcp_copy(&source, &dir.join("tcp")).await?);
-        let store = Store::open(dir.join("store"))?;
-        let leech = Swarm::spawn(store.clone(), SwarmConfig::default())?;
-        let started = Instant::now();
-        leech.dial(addrs[0].clone()).await?;
-        Fetcher::new(store, FetcherConfig::default())
-            .with_swarm(leech.clone())
-            .fetch_blob(
-                hash,
-                &[],
-                None,
-                &ProgressTracker::new(),
-                CancellationToken::new(),
-            )
-            .await?;
-        swarm.push(started.elapsed());
-        leech.shutdown().await;
         std::fs::remove_dir_all(dir.join("tcp")).ok();
+        // QUIC goes first in odd rounds, so that neither always runs on a
+        // warmer page cache.
+        let mut fetches = vec![(&tcp_addrs[0], &mut swarm, "swarm-tcp")];
+        if let Some(addr) = quic_addrs.first() {
+            fetches.push((addr, &mut quic, "swarm-quic"));
+            if round % 2 == 1 {
+                fetches.reverse();
+            }
+        }
+        for (addr, times, name) in fetches {
+            times.push(peer_fetch(&dir.join(name), hash, addr).await?);
+            std::fs::remove_dir_all(dir.join(name)).ok();
+        }
     }
-    let (tcp, swarm) = (median(&tcp), median(&swarm));
+    let tcp = median(&tcp);
     let rate = |t: Duration| size_mib as f64 / t.as_secs_f64();
+    let row = |method: &str, time: Duration| {
+        println!(
+            "{:<40} {:>8.2} {:>10.0} {:>7.2}",
+            method,
+            time.as_secs_f64(),
+            rate(time),
+            tcp.as_secs_f64() / time.as_secs_f64()
+        );
+    };
     println!(
         "{:<40} {:>8} {:>10} {:>7}",
         "method", "seconds", "MiB/s", "ratio"
     );
-    println!(
-        "{:<40} {:>8.2} {:>10.0} {:>7.2}",
-        "raw TCP copy (baseline)",
-        tcp.as_secs_f64(),
-        rate(tcp),
-        1.0
-    );
-    let ratio = tcp.as_secs_f64() / swarm.as_secs_f64();
-    println!(
-        "{:<40} {:>8.2} {:>10.0} {:>7.2}",
-        "p2pmodel peer fetch (verified)",
-        swarm.as_secs_f64(),
-        rate(swarm),
-        ratio
-    );
+    row("raw TCP copy (baseline)", tcp);
+    let swarm = median(&swarm);
+    row("p2pmodel peer fetch, TCP (verified)", swarm);
+    if !quic.is_empty() {
+        let quic = median(&quic);
+        row("p2pmodel peer fetch, QUIC (verified)", quic);
+        println!(
+            "QUIC peer fetch / TCP peer fetch (speed): {:.2}",
+            swarm.as_secs_f64() / quic.as_secs_f64()
+        );
+    }
     println!("ratio = baseline time / method time");
     Ok(())
+}
+
+/// One leech, on a fresh store in `dir`, dials the seed at `addr` and
+/// fetches `hash` from it; the time from the dial to the verified blob.
+async fn peer_fetch(dir: &Path, hash: Hash, addr: &Multiaddr) -> Result<Duration> {
+    let store = Store::open(dir)?;
+    let leech = Swarm::spawn(store.clone(), SwarmConfig::default())?;
+    let started = Instant::now();
+    leech.dial(addr.clone()).await?;
+    Fetcher::new(store, FetcherConfig::default())
+        .with_swarm(leech.clone())
+        .fetch_blob(
+            hash,
+            &[],
+            None,
+            &ProgressTracker::new(),
+            CancellationToken::new(),
+        )
+        .await?;
+    let elapsed = started.elapsed();
+    leech.shutdown().await;
+    Ok(elapsed)
 }
 
 fn write_blob(path: &Path, size: u64) -> Result<()> {

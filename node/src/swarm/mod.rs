@@ -1,5 +1,6 @@
-//! The swarm: a libp2p node (TCP, noise, yamux, identify) whose peers
-//! exchange verified chunks over `libp2p-stream` substreams.
+//! The swarm: a libp2p node (TCP, noise, yamux, identify; QUIC beside TCP
+//! when built with the `quic` feature) whose peers exchange verified chunks
+//! over `libp2p-stream` substreams.
 //!
 //! - [`Swarm`] owns the libp2p event loop (one task) and is driven through
 //!   a command channel; cloning it is shallow.
@@ -50,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bandwidth::Bandwidth;
 
 pub use libp2p::Multiaddr;
-pub use transport::{RawStream, RawTransport, TransportFactory};
+pub use transport::{QUIC, RawStream, RawTransport, TransportFactory, is_quic};
 
 /// The chunk exchange protocol (see `p2pmodel_protocol::wire`).
 pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pmodel/chunks/1");
@@ -90,6 +91,24 @@ pub enum PeerError {
          (give an address as `p2pmodel daemon` prints it)"
     )]
     Bootstrap(Multiaddr),
+    /// A QUIC address was given to a build without the `quic` feature.
+    #[error(
+        "{0} is a QUIC address, and this build has no QUIC: build p2pmodel \
+         with `--features quic`, or use a TCP address (/ip4/HOST/tcp/PORT)"
+    )]
+    NoQuic(Multiaddr),
+}
+
+/// Refuses `addr` when it is a QUIC address and this build has no QUIC
+/// (see [`QUIC`]); lets every other address through.
+///
+/// # Errors
+/// [`PeerError::NoQuic`] for a QUIC address without the `quic` feature.
+pub fn check_transport(addr: &Multiaddr) -> Result<(), PeerError> {
+    if !QUIC && is_quic(addr) {
+        return Err(PeerError::NoQuic(addr.clone()));
+    }
+    Ok(())
 }
 
 #[derive(NetworkBehaviour)]
@@ -127,8 +146,9 @@ pub struct SwarmConfig {
     /// Multicasts on every interface of the machine (or of its network
     /// namespace).
     pub mdns: bool,
-    /// The byte streams to run over instead of TCP (a simulated network,
-    /// say); noise and yamux go on top as with TCP.
+    /// The byte streams to run over instead of TCP (and QUIC): a simulated
+    /// network, say; noise and yamux go on top as with TCP. It alone
+    /// decides which addresses it speaks.
     pub transport: Option<TransportFactory>,
     /// Peers to join the DHT through, each address ending in
     /// `/p2p/PEER_ID`; none: the node does not use the DHT (when it
@@ -183,6 +203,9 @@ pub struct Swarm {
     discovers: bool,
     /// It uses the DHT (it has bootstrap peers).
     dht: bool,
+    /// It runs over the built-in transports (no transport was given), so
+    /// QUIC addresses are refused unless built with QUIC.
+    builtin: bool,
     /// Fired by [`Swarm::shutdown`].
     stop: CancellationToken,
     /// The event loop and the provider; awaited by [`Swarm::shutdown`].
@@ -204,9 +227,17 @@ impl Swarm {
     ///
     /// # Errors
     /// [`PeerError::Setup`] when the identity or a listener cannot be set
-    /// up; [`PeerError::Bootstrap`] for a bootstrap address without a peer id.
+    /// up; [`PeerError::Bootstrap`] for a bootstrap address without a peer
+    /// id; [`PeerError::NoQuic`] for a QUIC address (to listen on or to
+    /// bootstrap through) in a build without the `quic` feature.
     pub fn spawn(store: Store, config: SwarmConfig) -> Result<Self, PeerError> {
         let discovers = config.mdns;
+        let builtin = config.transport.is_none();
+        if builtin {
+            for addr in config.listen.iter().chain(&config.bootstrap) {
+                check_transport(addr)?;
+            }
+        }
         let bootstrap = dht::bootstrap_peers(&config.bootstrap)?;
         let listens = !config.listen.is_empty();
         let keypair = identity(store.root())?;
@@ -270,6 +301,7 @@ impl Swarm {
             commands,
             discovers,
             dht: uses_dht,
+            builtin,
             stop,
             tasks: Arc::new(Mutex::new(vec![event_loop, provider])),
         })
@@ -293,8 +325,13 @@ impl Swarm {
     /// returns the peer's id once connected.
     ///
     /// # Errors
-    /// [`PeerError::Open`] when the dial fails or the swarm is suspended.
+    /// [`PeerError::Open`] when the dial fails or the swarm is suspended;
+    /// [`PeerError::NoQuic`] for a QUIC address in a build without the
+    /// `quic` feature.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, PeerError> {
+        if self.builtin {
+            check_transport(&addr)?;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Command::Dial(addr, reply)).await?;
         answer
@@ -610,17 +647,18 @@ fn discovery(on: bool, me: PeerId) -> std::io::Result<Toggle<mdns::tokio::Behavi
     }))
 }
 
-/// `asked` with its TCP port 0 replaced by the port of `bound`; `asked`
-/// itself when it named a port.
+/// `asked` with its TCP or UDP (QUIC) port 0 replaced by the port of
+/// `bound`; `asked` itself when it named a port.
 fn with_bound_port(asked: &Multiaddr, bound: &Multiaddr) -> Multiaddr {
     let port = bound.iter().find_map(|p| match p {
-        Protocol::Tcp(port) => Some(port),
+        Protocol::Tcp(port) | Protocol::Udp(port) => Some(port),
         _ => None,
     });
     asked
         .iter()
         .map(|p| match (p, port) {
             (Protocol::Tcp(0), Some(port)) => Protocol::Tcp(port),
+            (Protocol::Udp(0), Some(port)) => Protocol::Udp(port),
             (p, _) => p,
         })
         .collect()

@@ -1,7 +1,9 @@
-//! The byte streams under the swarm: TCP by default, or a transport the
-//! caller gives in [`SwarmConfig`](super::SwarmConfig) (a simulated
-//! network, say). Noise and yamux go on top either way, so the rest of the
-//! swarm runs the same code over both.
+//! The byte streams under the swarm: TCP by default (with QUIC beside it
+//! when built with the `quic` feature), or a transport the caller gives in
+//! [`SwarmConfig`](super::SwarmConfig) (a simulated network, say). Noise and
+//! yamux go on top of TCP and of a given transport, so the rest of the
+//! swarm runs the same code over both; QUIC brings its own encryption (TLS
+//! 1.3) and streams.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,9 +13,14 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, Transport};
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
-use libp2p::{PeerId, noise, tcp};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, noise, tcp};
 
 use super::limits;
+
+/// True if and only if this build can listen on and dial QUIC addresses
+/// (`/udp/PORT/quic-v1`): the crate was built with its `quic` feature.
+pub const QUIC: bool = cfg!(feature = "quic");
 
 /// A connection's bytes, before encryption and multiplexing.
 pub trait RawStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -40,21 +47,64 @@ impl fmt::Debug for TransportFactory {
     }
 }
 
+/// True if and only if `addr` is a QUIC address (`quic-v1`, or the older
+/// draft `quic`).
+pub fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic))
+}
+
 /// The transport a swarm with identity `key` uses: `raw` (TCP when `None`)
-/// with noise and yamux on top.
+/// with noise and yamux on top; with the `quic` feature and no `raw`, QUIC
+/// beside TCP.
 pub(super) fn authenticated(
     key: &Keypair,
     raw: Option<&TransportFactory>,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
-    let raw = match raw {
-        Some(factory) => (factory.0)(),
-        None => tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-            .map(|stream, _| Box::new(stream) as Box<dyn RawStream>)
-            .boxed(),
+    let (raw, builtin) = match raw {
+        Some(factory) => ((factory.0)(), false),
+        None => (
+            tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(|stream, _| Box::new(stream) as Box<dyn RawStream>)
+                .boxed(),
+            true,
+        ),
     };
-    Ok(raw
+    let secured = raw
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(limits::yamux())
-        .boxed())
+        .boxed();
+    Ok(if builtin {
+        with_quic(key, secured)
+    } else {
+        secured
+    })
+}
+
+/// `tcp` or'ed with QUIC: each address goes to the transport that speaks it.
+#[cfg(feature = "quic")]
+fn with_quic(
+    key: &Keypair,
+    tcp: Boxed<(PeerId, StreamMuxerBox)>,
+) -> Boxed<(PeerId, StreamMuxerBox)> {
+    use futures::future::Either;
+    use libp2p::quic;
+
+    let quic = quic::tokio::Transport::new(quic::Config::new(key))
+        .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
+    tcp.or_transport(quic)
+        .map(|either, _| match either {
+            Either::Left(output) | Either::Right(output) => output,
+        })
+        .boxed()
+}
+
+/// Without the `quic` feature: `tcp` alone.
+#[cfg(not(feature = "quic"))]
+fn with_quic(
+    _key: &Keypair,
+    tcp: Boxed<(PeerId, StreamMuxerBox)>,
+) -> Boxed<(PeerId, StreamMuxerBox)> {
+    tcp
 }
