@@ -232,3 +232,22 @@ async fn the_peer_id_survives_a_restart() {
         .mode();
     assert_eq!(mode & 0o077, 0, "the key is readable by its owner only");
 }
+
+#[tokio::test]
+async fn a_handshake_slower_than_its_timeout_fails_the_dial() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, listener) = swarm(&dir, "listener");
+    let addr = listen_addr(&listener).await;
+    let store = Store::open(dir.path().join("hasty")).unwrap();
+    let hasty = Swarm::spawn(
+        store,
+        SwarmConfig::default().with_handshake_timeout(std::time::Duration::from_nanos(1)),
+    )
+    .unwrap();
+    let error = hasty.dial(addr.clone()).await.unwrap_err();
+    assert!(error.to_string().contains("Timeout"), "{error}");
+    // With libp2p's default the same dial succeeds.
+    let store = Store::open(dir.path().join("patient")).unwrap();
+    let patient = Swarm::spawn(store, SwarmConfig::default()).unwrap();
+    assert_eq!(patient.dial(addr).await.unwrap(), listener.peer_id());
+}

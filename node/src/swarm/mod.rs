@@ -154,6 +154,10 @@ pub struct SwarmConfig {
     /// `/p2p/PEER_ID`; none: the node does not use the DHT (when it
     /// listens, it still answers the queries of others).
     pub bootstrap: Vec<Multiaddr>,
+    /// Longest a connection's handshake may take (libp2p's 10 s when
+    /// `None`). The handshake's timer runs on the wall clock, so a
+    /// simulation in virtual time sets it long.
+    pub handshake_timeout: Option<Duration>,
 }
 
 impl SwarmConfig {
@@ -168,6 +172,12 @@ impl SwarmConfig {
     /// Turns mDNS discovery on the local network on or off.
     pub fn with_mdns(mut self, mdns: bool) -> Self {
         self.mdns = mdns;
+        self
+    }
+
+    /// Gives a connection's handshake up to `timeout`.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = Some(timeout);
         self
     }
 
@@ -243,7 +253,7 @@ impl Swarm {
         let keypair = identity(store.root())?;
         let peer_id = keypair.public().to_peer_id();
         let setup = |e: &dyn std::fmt::Display| PeerError::Setup(e.to_string());
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_other_transport(|key| transport::authenticated(key, config.transport.as_ref()))
             .map_err(|e| setup(&e))?
@@ -263,8 +273,12 @@ impl Swarm {
             .map_err(|e| setup(&e))?
             .with_swarm_config(|config| {
                 config.with_idle_connection_timeout(Duration::from_secs(60))
-            })
-            .build();
+            });
+        let mut swarm = match config.handshake_timeout {
+            Some(timeout) => swarm.with_connection_timeout(timeout),
+            None => swarm,
+        }
+        .build();
         let mut listeners = Vec::new();
         for addr in config.listen {
             let id = swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
