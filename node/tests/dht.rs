@@ -11,23 +11,12 @@ use p2pmodel_node::{FetchError, FetchRequest, Node, NodeBuilder, NodeError};
 use p2pmodel_protocol::{Hash, Sha256};
 use p2pmodel_store::Store;
 use sha2::Digest;
-use testkit::{TestMirror, from_peer, generate};
+use testkit::{TestMirror, from_peer, generate, listen_addr};
 
 const MIB: u64 = 1 << 20;
 
 fn loopback() -> Multiaddr {
     "/ip4/127.0.0.1/tcp/0".parse().unwrap()
-}
-
-/// The first address `swarm` listens on, once it does.
-async fn listen_addr(swarm: &Swarm) -> Multiaddr {
-    for _ in 0..200 {
-        if let Some(addr) = swarm.listen_addrs().await.into_iter().next() {
-            return addr;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the swarm never listened");
 }
 
 /// A listening node that holds nothing and uses no bootstrap peer: the

@@ -18,7 +18,7 @@ use p2pmodel_protocol::chunks::CHUNK_SIZE;
 use p2pmodel_protocol::wire::{Refusal, Request, Response};
 use p2pmodel_protocol::{Hash, Outboard};
 use p2pmodel_store::{PartialKey, PartialMode};
-use testkit::{HostilePeer, Misbehaviour, b3sum, generate};
+use testkit::{HostilePeer, Misbehaviour, b3sum, generate, listen_addr};
 
 const MIB: u64 = 1 << 20;
 /// The blob every case moves.
@@ -38,7 +38,7 @@ fn loopback() -> Multiaddr {
 async fn seed(dir: &tempfile::TempDir, data: &[u8]) -> (Node, Hash, Multiaddr) {
     let node = listening(dir, "seed").await;
     let hash = node.store().import_bytes(data).unwrap();
-    let addr = listen_addr(&node).await;
+    let addr = listen_addr(node.swarm().unwrap()).await;
     (node, hash, addr)
 }
 
@@ -48,18 +48,6 @@ async fn listening(dir: &tempfile::TempDir, name: &str) -> Node {
         .swarm(SwarmConfig::listen([loopback()]))
         .spawn()
         .unwrap()
-}
-
-/// The first address `node` listens on, once it does.
-async fn listen_addr(node: &Node) -> Multiaddr {
-    for _ in 0..200 {
-        let addrs = node.swarm().unwrap().listen_addrs().await;
-        if let Some(addr) = addrs.into_iter().next() {
-            return addr;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the node never listened");
 }
 
 /// A node in the swarm that only dials out.
@@ -195,8 +183,8 @@ async fn seeds_with_torn_chunks_never_serve_them_and_the_leecher_gets_them_elsew
     blob_seed.store().import_bytes(&data).unwrap();
     flip(&blob_seed.store().blob_path(hash), torn_blob);
     let (partial_addr, blob_addr) = (
-        listen_addr(&partial_seed).await,
-        listen_addr(&blob_seed).await,
+        listen_addr(partial_seed.swarm().unwrap()).await,
+        listen_addr(blob_seed.swarm().unwrap()).await,
     );
 
     // Asked directly, each refuses its torn chunk and serves a sound one.

@@ -15,19 +15,9 @@ mod with_quic {
     use super::*;
     use libp2p::multiaddr::Protocol;
     use p2pmodel_node::{FetchRequest, NodeBuilder};
+    use testkit::listen_addr;
 
     const MIB: u64 = 1 << 20;
-
-    /// The first address `swarm` listens on, once it does.
-    async fn listen_addr(swarm: &Swarm) -> Multiaddr {
-        for _ in 0..200 {
-            if let Some(addr) = swarm.listen_addrs().await.into_iter().next() {
-                return addr;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        panic!("the swarm never listened");
-    }
 
     #[tokio::test]
     async fn a_peer_fetches_a_blob_from_a_seed_over_quic_only() {

@@ -11,7 +11,7 @@ use p2pmodel_protocol::Outboard;
 use p2pmodel_protocol::chunks::CHUNK_SIZE;
 use p2pmodel_protocol::wire::{Refusal, Request, Response};
 use p2pmodel_store::{PartialKey, PartialMode, Store};
-use testkit::{TestMirror, from_peer, generate};
+use testkit::{TestMirror, from_peer, generate, listen_addr};
 
 const MIB: u64 = 1 << 20;
 
@@ -24,17 +24,6 @@ fn swarm(dir: &tempfile::TempDir, name: &str) -> (Store, Swarm) {
     let store = Store::open(dir.path().join(name)).unwrap();
     let swarm = Swarm::spawn(store.clone(), SwarmConfig::listen([loopback()])).unwrap();
     (store, swarm)
-}
-
-/// The first address `swarm` listens on, once it does.
-async fn listen_addr(swarm: &Swarm) -> Multiaddr {
-    for _ in 0..200 {
-        if let Some(addr) = swarm.listen_addrs().await.into_iter().next() {
-            return addr;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("the swarm never listened");
 }
 
 /// A node in the swarm holding `data`; returns it, the hash and its address.

@@ -45,6 +45,20 @@ pub fn from_peer(progress: &p2pmodel_node::Progress, node: &p2pmodel_node::Node)
         .map_or(0, |s| s.bytes)
 }
 
+/// The first address `swarm` listens on, once it does.
+///
+/// # Panics
+/// When it does not listen within two seconds.
+pub async fn listen_addr(swarm: &p2pmodel_node::swarm::Swarm) -> p2pmodel_node::swarm::Multiaddr {
+    for _ in 0..200 {
+        if let Some(addr) = swarm.listen_addrs().await.into_iter().next() {
+            return addr;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the swarm never listened");
+}
+
 /// The BLAKE3 of a file, as `b3sum` prints it.
 pub fn b3sum(path: &std::path::Path) -> String {
     let mut hasher = blake3::Hasher::new();
