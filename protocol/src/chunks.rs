@@ -74,9 +74,15 @@ impl ChunkBitmap {
 
     /// A bitmap for `len` chunks with every chunk present.
     pub fn full(len: u64) -> Self {
-        let mut bitmap = Self::new(len);
-        bitmap.set_range(0..len);
-        bitmap
+        let mut bits = vec![0xff; Self::byte_len(len)];
+        if let (Some(last), tail @ 1..) = (bits.last_mut(), len % 8) {
+            *last = (1 << tail) - 1;
+        }
+        Self {
+            bits,
+            len,
+            count: len,
+        }
     }
 
     /// Reads the byte form written by [`ChunkBitmap::as_bytes`].
@@ -269,6 +275,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn full_holds_every_chunk_and_no_more(len in 0u64..300) {
+            let mut set_one_by_one = ChunkBitmap::new(len);
+            set_one_by_one.set_range(0..len);
+            let full = ChunkBitmap::full(len);
+            prop_assert_eq!(full.count(), len);
+            prop_assert!(ChunkBitmap::from_bytes(len, full.as_bytes()).is_ok());
+            prop_assert_eq!(full, set_one_by_one);
+        }
+
         #[test]
         fn byte_form_round_trips(len in 0u64..300, picks in proptest::collection::vec(any::<u64>(), 0..50)) {
             let mut bitmap = ChunkBitmap::new(len);
