@@ -12,6 +12,11 @@
 //! 127.0.0.1 and writes it to a file, then syncs (blocking threads, std's
 //! copy): the same disk work with no encryption, multiplexing or
 //! verification.
+//!
+//! Each row also gives the CPU time the process used (user and system,
+//! both ends together, from `/proc/self/stat`), median of the rounds: the
+//! two ends share the machine's cores, so a method that needs more CPU
+//! per byte than the cores give is limited by it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -54,7 +59,7 @@ async fn main() -> Result<()> {
     for round in 0..rounds {
         let dir = work.path().join(format!("round-{round}"));
         std::fs::create_dir_all(&dir)?;
-        tcp.push(raw_tcp_copy(&source, &dir.join("tcp")).await?);
+        tcp.push(measured(raw_tcp_copy(&source, &dir.join("tcp"))).await?);
         std::fs::remove_dir_all(dir.join("tcp")).ok();
         // QUIC goes first in odd rounds, so that neither always runs on a
         // warmer page cache.
@@ -66,24 +71,25 @@ async fn main() -> Result<()> {
             }
         }
         for (addr, times, name) in fetches {
-            times.push(peer_fetch(&dir.join(name), hash, addr).await?);
+            times.push(measured(peer_fetch(&dir.join(name), hash, addr)).await?);
             std::fs::remove_dir_all(dir.join(name)).ok();
         }
     }
     let tcp = median(&tcp);
     let rate = |t: Duration| size_mib as f64 / t.as_secs_f64();
-    let row = |method: &str, time: Duration| {
+    let row = |method: &str, run: Run| {
         println!(
-            "{:<40} {:>8.2} {:>10.0} {:>7.2}",
+            "{:<40} {:>8.2} {:>10.0} {:>7.2} {:>7.2}",
             method,
-            time.as_secs_f64(),
-            rate(time),
-            tcp.as_secs_f64() / time.as_secs_f64()
+            run.wall.as_secs_f64(),
+            rate(run.wall),
+            tcp.wall.as_secs_f64() / run.wall.as_secs_f64(),
+            run.cpu.as_secs_f64(),
         );
     };
     println!(
-        "{:<40} {:>8} {:>10} {:>7}",
-        "method", "seconds", "MiB/s", "ratio"
+        "{:<40} {:>8} {:>10} {:>7} {:>7}",
+        "method", "seconds", "MiB/s", "ratio", "CPU s"
     );
     row("raw TCP copy (baseline)", tcp);
     let swarm = median(&swarm);
@@ -93,10 +99,10 @@ async fn main() -> Result<()> {
         row("p2pmodel peer fetch, QUIC (verified)", quic);
         println!(
             "QUIC peer fetch / TCP peer fetch (speed): {:.2}",
-            swarm.as_secs_f64() / quic.as_secs_f64()
+            swarm.wall.as_secs_f64() / quic.wall.as_secs_f64()
         );
     }
-    println!("ratio = baseline time / method time");
+    println!("ratio = baseline time / method time; CPU s = process CPU time, both ends");
     Ok(())
 }
 
@@ -161,8 +167,42 @@ async fn raw_tcp_copy(source: &Path, target: &Path) -> Result<Duration> {
     Ok(elapsed)
 }
 
-fn median(times: &[Duration]) -> Duration {
-    let mut sorted = times.to_vec();
+/// The wall-clock and CPU time of one copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Runs `copy`, which reports its own wall-clock time, and adds the CPU
+/// time the process used meanwhile.
+async fn measured(copy: impl std::future::Future<Output = Result<Duration>>) -> Result<Run> {
+    let before = process_cpu()?;
+    let wall = copy.await?;
+    Ok(Run {
+        wall,
+        cpu: process_cpu()?.saturating_sub(before),
+    })
+}
+
+/// User plus system CPU time of this process so far (Linux).
+fn process_cpu() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: utime and stime are the 12th and 13th of them, in ticks.
+    let after_name = stat
+        .rsplit_once(')')
+        .ok_or("no command name in /proc/self/stat")?
+        .1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // The kernel reports in USER_HZ, 100 on Linux.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// The run with the median wall-clock time.
+fn median(runs: &[Run]) -> Run {
+    let mut sorted = runs.to_vec();
     sorted.sort();
     sorted[sorted.len() / 2]
 }
