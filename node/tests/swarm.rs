@@ -168,6 +168,46 @@ async fn a_partial_peer_serves_its_verified_chunks_and_refuses_the_rest() {
 }
 
 #[tokio::test]
+async fn a_seed_steers_a_second_peer_away_from_what_it_just_sent_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seed_store, seed) = swarm(&dir, "seed");
+    let hash = seed_store.import_bytes(&generate(MIB, 5)).unwrap();
+    let addr = listen_addr(&seed).await;
+    let (_, first) = swarm(&dir, "first");
+    let (_, second) = swarm(&dir, "second");
+    let seed_id = first.dial(addr.clone()).await.unwrap();
+    second.dial(addr).await.unwrap();
+    // 64 chunks in four regions of 16; the first peer gets region 1.
+    let region = Request::Get {
+        hash,
+        start: 16,
+        end: 32,
+    };
+    let sent = getter::request(&first, seed_id, &region).await.unwrap();
+    assert!(matches!(sent, Response::Data { .. }));
+
+    let Response::Have { bitmap, .. } = getter::request(&second, seed_id, &Request::Have { hash })
+        .await
+        .unwrap()
+    else {
+        panic!("expected a bitmap");
+    };
+    assert_eq!(bitmap, [[0xff; 2], [0; 2], [0xff; 2], [0xff; 2]].concat());
+    let refused = getter::request(&second, seed_id, &region).await.unwrap();
+    assert_eq!(refused, Response::Refused(Refusal::Busy));
+    // The first peer still sees and gets all of it (a retry is answered).
+    let Response::Have { bitmap, .. } = getter::request(&first, seed_id, &Request::Have { hash })
+        .await
+        .unwrap()
+    else {
+        panic!("expected a bitmap");
+    };
+    assert_eq!(bitmap, vec![0xff; 8]);
+    let again = getter::request(&first, seed_id, &region).await.unwrap();
+    assert!(matches!(again, Response::Data { .. }));
+}
+
+#[tokio::test]
 async fn bytes_that_rotted_on_the_seed_are_never_sent() {
     let dir = tempfile::tempdir().unwrap();
     let data = generate(2 * MIB, 3);

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
+use p2pmodel_protocol::wire::MAX_CHUNKS_PER_GET;
 use p2pmodel_protocol::{ChunkBitmap, Hash, Outboard};
 use p2pmodel_store::Partial;
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -64,6 +65,9 @@ const DEFER_TO_PEERS: Duration = Duration::from_millis(500);
 /// How much of a source's throughput is kept in flight (see
 /// `Source::pipeline`).
 const PIPELINE_TIME: Duration = Duration::from_millis(250);
+/// Most pieces one request asks for (see `Source::run_length`): 1 MiB with
+/// the 256 KiB pieces of a download that peers serve.
+const MAX_RUN: usize = 4;
 /// A download with peers but no progress and nothing in flight for this
 /// long gives up (peers that might gain chunks are waited for until then).
 const STALL_LIMIT: Duration = Duration::from_secs(30);
@@ -213,6 +217,16 @@ impl Source {
             (self.rate * PIPELINE_TIME.as_secs_f64() / piece_bytes as f64).ceil() as usize + 1
         };
         depth.clamp(1, parallel)
+    }
+
+    /// Pieces per request: enough that `parallel` requests cover
+    /// [`PIPELINE_TIME`] of its measured throughput, within [`MAX_RUN`] and
+    /// the most chunks a peer answers at once; one until it is measured.
+    fn run_length(&self, parallel: usize, piece_bytes: u64) -> usize {
+        let wanted =
+            self.rate * PIPELINE_TIME.as_secs_f64() / (parallel as f64 * piece_bytes as f64);
+        let largest = MAX_CHUNKS_PER_GET * CHUNK_SIZE / piece_bytes;
+        (wanted.ceil() as usize).clamp(1, MAX_RUN.min(largest as usize).max(1))
     }
 
     /// Learns from a piece of `bytes` that took `elapsed` while
@@ -566,8 +580,8 @@ impl Download {
                     }
                     status.in_flight -= 1;
                     match &result {
-                        Ok(()) => work.pieces.finished(pick.piece),
-                        Err(_) => work.pieces.released(pick.piece, source),
+                        Ok(()) => work.pieces.finished(pick.pieces.clone()),
+                        Err(_) => work.pieces.released(pick.pieces.clone(), source),
                     }
                 }
                 match result {
@@ -684,11 +698,19 @@ impl Download {
                         .filter(|s| matches!(s.kind, Kind::Peer { .. }) && s.serves(chunks.clone()))
                         .count()
                 };
+                // With no peer fetching to hand pieces on sooner, a source
+                // holding everything asks for several at once.
+                let run = if whole && !partial_peers {
+                    me.run_length(self.config.parallel, piece_bytes)
+                } else {
+                    1
+                };
                 // Enough in flight for this source: wait for one back.
-                while let Some(pick) = (!full)
+                while let Some(mut pick) = (!full)
                     .then(|| pieces.pick(source, serves, holders))
                     .flatten()
                 {
+                    pieces.extend(&mut pick, source, run, serves);
                     if pick
                         .chunks
                         .clone()
@@ -701,7 +723,7 @@ impl Download {
                         return Next::Piece(pick);
                     }
                     // Written meanwhile (by a whole-file stream).
-                    pieces.finished(pick.piece);
+                    pieces.finished(pick.pieces);
                 }
                 // A peer with nothing wanted left to serve overtakes a
                 // piece that only a whole source (shared by the crowd, so

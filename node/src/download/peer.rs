@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use p2pmodel_protocol::chunks::CHUNK_SIZE;
 use p2pmodel_protocol::wire::{Refusal, Request, Response};
 use p2pmodel_protocol::{ChunkBitmap, decode_chunks};
 use tokio::sync::mpsc;
@@ -23,75 +22,103 @@ const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Asks every connected peer what it holds, for as long as the download
 /// runs (see [`refresh_interval`]): new peers become sources (their index
 /// is sent on `joined` so that workers start for them) and known ones
-/// update their bitmap. Peers that hold the whole blob are not asked again.
+/// update their bitmap. Peers that showed the whole blob are asked again
+/// too: a seed shows a crowd only what it has not just sent to others.
+///
+/// Each answer is used as it comes, and a peer is asked again only once
+/// it answered: a busy peer's late answer holds up nobody else's.
 pub(super) async fn find(
     peers: Peers,
     shared: Arc<Shared>,
     chunks: u64,
     joined: mpsc::Sender<usize>,
 ) {
+    use futures_util::StreamExt;
     let mut tick = tokio::time::interval(refresh_interval(chunks));
+    let mut asking = futures_util::stream::FuturesUnordered::new();
+    let mut in_flight = std::collections::HashSet::new();
+    // Peers asked in the first round and not answered yet.
+    let mut first_round: Option<usize> = None;
+    let have = Request::Have { hash: peers.hash };
     loop {
-        tick.tick().await;
-        let connected = peers.swarm.connected_peers().await;
-        let to_ask: Vec<PeerId> = {
-            let work = shared.lock();
-            connected
-                .into_iter()
-                .filter(|peer| {
-                    !work.sources.iter().any(|source| match &source.kind {
-                        Kind::Peer { peer: known, held } => {
-                            known == peer && (source.dropped.is_some() || held.is_complete())
-                        }
-                        Kind::Mirror { .. } => false,
-                    })
-                })
-                .collect()
-        };
-        let have = Request::Have { hash: peers.hash };
-        let answers = futures_util::future::join_all(
-            to_ask
-                .iter()
-                .map(|peer| request_within(&peers.swarm, *peer, &have, HAVE_TIMEOUT)),
-        )
-        .await;
-        let mut work = shared.lock();
-        for (peer, answer) in to_ask.into_iter().zip(answers) {
-            let held = match answer {
-                Ok(Response::Have { size, bitmap }) if chunks_of(size) == Some(chunks) => {
-                    match ChunkBitmap::from_bytes(chunks, &bitmap) {
-                        Ok(held) => held,
-                        Err(error) => {
-                            tracing::debug!(%peer, %error, "peer sent a bad bitmap");
-                            continue;
-                        }
+        tokio::select! {
+            _ = tick.tick() => {
+                let connected = peers.swarm.connected_peers().await;
+                let work = shared.lock();
+                for peer in connected {
+                    let dropped = work.sources.iter().any(|source| {
+                        source.dropped.is_some()
+                            && matches!(&source.kind, Kind::Peer { peer: known, .. } if *known == peer)
+                    });
+                    if !dropped && in_flight.insert(peer) {
+                        let (swarm, have) = (peers.swarm.clone(), have.clone());
+                        asking.push(async move {
+                            (peer, request_within(&swarm, peer, &have, HAVE_TIMEOUT).await)
+                        });
                     }
                 }
-                Ok(Response::Have { size, .. }) => {
-                    tracing::debug!(%peer, size, "peer has a blob of another size under this hash");
-                    continue;
+                drop(work);
+                if first_round.is_none() {
+                    first_round = Some(asking.len());
                 }
-                _ => continue,
-            };
-            let known = work.sources.iter_mut().find(
-                |source| matches!(&source.kind, Kind::Peer { peer: known, .. } if *known == peer),
-            );
-            match known {
-                Some(Source {
-                    kind: Kind::Peer { held: old, .. },
-                    ..
-                }) => *old = held,
-                _ => {
-                    tracing::debug!(%peer, chunks = held.count(), "peer joins the download");
-                    work.sources.push(Source::new(Kind::Peer { peer, held }));
-                    let _ = joined.try_send(work.sources.len() - 1);
+            }
+            Some((peer, answer)) = asking.next() => {
+                in_flight.remove(&peer);
+                learn(&shared, peer, answer, chunks, &joined);
+                if let Some(left) = &mut first_round {
+                    *left = left.saturating_sub(1);
                 }
             }
         }
-        work.peers_asked = true;
-        drop(work);
-        shared.wake.notify_waiters();
+        if first_round == Some(0) {
+            shared.lock().peers_asked = true;
+            shared.wake.notify_waiters();
+        }
     }
+}
+
+/// Takes in one peer's answer to `Have`.
+fn learn(
+    shared: &Shared,
+    peer: PeerId,
+    answer: Result<Response, crate::swarm::PeerError>,
+    chunks: u64,
+    joined: &mpsc::Sender<usize>,
+) {
+    let held = match answer {
+        Ok(Response::Have { size, bitmap }) if chunks_of(size) == Some(chunks) => {
+            match ChunkBitmap::from_bytes(chunks, &bitmap) {
+                Ok(held) => held,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "peer sent a bad bitmap");
+                    return;
+                }
+            }
+        }
+        Ok(Response::Have { size, .. }) => {
+            tracing::debug!(%peer, size, "peer has a blob of another size under this hash");
+            return;
+        }
+        _ => return,
+    };
+    let mut work = shared.lock();
+    let known = work
+        .sources
+        .iter_mut()
+        .find(|source| matches!(&source.kind, Kind::Peer { peer: known, .. } if *known == peer));
+    match known {
+        Some(Source {
+            kind: Kind::Peer { held: old, .. },
+            ..
+        }) => *old = held,
+        _ => {
+            tracing::debug!(%peer, chunks = held.count(), "peer joins the download");
+            work.sources.push(Source::new(Kind::Peer { peer, held }));
+            let _ = joined.try_send(work.sources.len() - 1);
+        }
+    }
+    drop(work);
+    shared.wake.notify_waiters();
 }
 
 /// How often peers are asked what they hold: four times a second, so that
@@ -160,16 +187,24 @@ impl Download {
             // Released last, after `partial`; see `Download::writes_settled`.
             let _writing = writing;
             let partial = partial;
-            let mut stored = Ok(());
-            let decoded = decode_chunks(hash, size, range, &encoded[..], |offset, bytes| {
-                match partial.write_chunks(offset / CHUNK_SIZE, &bytes) {
-                    // Counted here: the worker may be gone by the end (it
-                    // lost an endgame race) while the write still happened.
-                    Ok(new) => progress.received(&name, new),
-                    Err(error) => stored = Err(error),
-                }
+            // The verified chunks are written at once: one large write
+            // costs the kernel about half as much as many of 16 KiB. If a
+            // chunk fails, those before it were verified and are written.
+            let mut verified = Vec::with_capacity(encoded.len());
+            let decoded = decode_chunks(hash, size, range.clone(), &encoded[..], |_, bytes| {
+                verified.extend_from_slice(&bytes);
                 Ok(())
             });
+            drop(encoded);
+            let stored = if verified.is_empty() {
+                Ok(())
+            } else {
+                partial.write_chunks(range.start, &verified).map(|new| {
+                    // Counted here: the worker may be gone by the end (it
+                    // lost an endgame race) while the write still happened.
+                    progress.received(&name, new);
+                })
+            };
             (decoded, stored)
         })
         .await

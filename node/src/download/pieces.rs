@@ -9,6 +9,10 @@
 //! When no wanted piece is left for it, a source may double a piece
 //! another source is fetching (the endgame): whichever finishes first
 //! wins and the other is cancelled through the piece's token.
+//!
+//! A pick may be stretched over the wanted pieces that follow it
+//! ([`Pieces::extend`]), so that a fast source asks for several pieces in
+//! one request; the pieces of such a run share one token.
 
 use std::ops::Range;
 
@@ -43,11 +47,12 @@ enum State {
     Done,
 }
 
-/// A piece handed to a source: its number, chunks and the token that
-/// fires when another source finished it first.
+/// Adjacent pieces handed to a source as one request (usually one piece):
+/// their numbers, their chunks and the token that fires when another
+/// source finished one of them first.
 #[derive(Debug, Clone)]
 pub(crate) struct Pick {
-    pub(crate) piece: usize,
+    pub(crate) pieces: Range<usize>,
     pub(crate) chunks: Range<u64>,
     pub(crate) done: CancellationToken,
 }
@@ -134,8 +139,11 @@ impl Pieces {
         }
         // Endgame: double a piece in flight that this source is not on.
         let piece = (0..self.states.len()).find(|&piece| match &self.states[piece] {
-            State::Taken { takers, .. } => {
-                takers.len() < MAX_TAKERS && !takers.contains(&source) && serves(self.chunks(piece))
+            State::Taken { takers, done } => {
+                takers.len() < MAX_TAKERS
+                    && !done.is_cancelled()
+                    && !takers.contains(&source)
+                    && serves(self.chunks(piece))
             }
             _ => false,
         })?;
@@ -159,8 +167,9 @@ impl Pieces {
         let piece = (0..count)
             .map(|step| (start + step) % count)
             .find(|&piece| match &self.states[piece] {
-                State::Taken { takers, .. } => {
+                State::Taken { takers, done } => {
                     takers.len() < MAX_TAKERS
+                        && !done.is_cancelled()
                         && takers.iter().all(|&taker| taker != source && slow(taker))
                         && serves(self.chunks(piece))
                 }
@@ -188,32 +197,64 @@ impl Pieces {
             }
         };
         Pick {
-            piece,
+            pieces: piece..piece + 1,
             chunks,
             done,
         }
     }
 
-    /// `piece` is written: done for every source fetching it.
-    pub(crate) fn finished(&mut self, piece: usize) {
-        if let State::Taken { done, .. } = &self.states[piece] {
-            done.cancel();
+    /// Stretches `pick`, a piece `source` has just taken, over the wanted
+    /// pieces right after it that `serves` says the source can serve,
+    /// until it spans `max_pieces`. The pieces taken share the pick's token.
+    pub(crate) fn extend(
+        &mut self,
+        pick: &mut Pick,
+        source: usize,
+        max_pieces: usize,
+        serves: impl Fn(Range<u64>) -> bool,
+    ) {
+        while pick.pieces.len() < max_pieces {
+            let next = pick.pieces.end;
+            if !matches!(self.states.get(next), Some(State::Wanted)) || !serves(self.chunks(next)) {
+                return;
+            }
+            self.states[next] = State::Taken {
+                takers: vec![source],
+                done: pick.done.clone(),
+            };
+            self.unwant(next);
+            pick.pieces.end += 1;
+            pick.chunks.end = self.chunks(next).end;
         }
-        if matches!(self.states[piece], State::Wanted) {
-            self.unwant(piece);
-        }
-        self.states[piece] = State::Done;
     }
 
-    /// `source` gave `piece` up; it is wanted again unless another source
-    /// still fetches it or it is done.
-    pub(crate) fn released(&mut self, piece: usize, source: usize) {
-        if let State::Taken { takers, .. } = &mut self.states[piece] {
-            takers.retain(|s| *s != source);
-            if takers.is_empty() {
-                self.states[piece] = State::Wanted;
-                self.slot[piece] = self.wanted.len();
-                self.wanted.push(piece);
+    /// `pieces` are written: done for every source fetching them. The other
+    /// pieces of a run that shared their token stay taken, with the token
+    /// fired, until their source gives them up; nobody doubles them
+    /// meanwhile (a fired token would end the double at once).
+    pub(crate) fn finished(&mut self, pieces: Range<usize>) {
+        for piece in pieces {
+            if let State::Taken { done, .. } = &self.states[piece] {
+                done.cancel();
+            }
+            if matches!(self.states[piece], State::Wanted) {
+                self.unwant(piece);
+            }
+            self.states[piece] = State::Done;
+        }
+    }
+
+    /// `source` gave `pieces` up; each is wanted again unless another
+    /// source still fetches it or it is done.
+    pub(crate) fn released(&mut self, pieces: Range<usize>, source: usize) {
+        for piece in pieces {
+            if let State::Taken { takers, .. } = &mut self.states[piece] {
+                takers.retain(|s| *s != source);
+                if takers.is_empty() {
+                    self.states[piece] = State::Wanted;
+                    self.slot[piece] = self.wanted.len();
+                    self.wanted.push(piece);
+                }
             }
         }
     }
@@ -255,18 +296,72 @@ mod tests {
             .pick(0, |_| true, |_| 0)
             .expect("a piece for the seed");
         let peer = pieces.pick(1, |_| true, |_| 0).expect("a piece for a peer");
-        assert_ne!(seed.piece, peer.piece);
+        assert_ne!(seed.pieces.start, peer.pieces.start);
         // Source 2 holds both; only the seed's piece may be overtaken.
         let overtaken = pieces
             .overtake(2, |_| true, |source| source == 0)
             .expect("the seed's piece is overtaken");
-        assert_eq!(overtaken.piece, seed.piece);
+        assert_eq!(overtaken.pieces.start, seed.pieces.start);
         // Two takers at most, and never the same source twice.
         assert!(pieces.overtake(3, |_| true, |source| source == 0).is_none());
         assert!(pieces.overtake(1, |_| true, |_| true).is_none());
         // The first to finish wins: the other's token fires.
-        pieces.finished(overtaken.piece);
+        pieces.finished(overtaken.pieces.clone());
         assert!(seed.done.is_cancelled());
+    }
+
+    #[test]
+    fn a_pick_stretches_over_the_wanted_pieces_after_it_and_no_further() {
+        // Ten pieces of 2 chunks; piece 4 is done, piece 7 is not served.
+        let mut pieces = Pieces::new(20, 2, |range| range.start != 8);
+        let serves = |chunks: Range<u64>| chunks.start != 14;
+        let mut first = pieces
+            .pick(0, serves, |chunks| usize::from(chunks.start != 0))
+            .unwrap();
+        assert_eq!(first.pieces, 0..1);
+        pieces.extend(&mut first, 0, 3, serves);
+        assert_eq!((first.pieces.clone(), first.chunks.clone()), (0..3, 0..6));
+        // Piece 3 alone is left before the done piece 4.
+        let mut second = pieces
+            .pick(1, serves, |chunks| usize::from(chunks.start != 6))
+            .unwrap();
+        pieces.extend(&mut second, 1, 3, serves);
+        assert_eq!(second.pieces, 3..4);
+        // Pieces 5 and 6, then 7 is not served.
+        let mut third = pieces
+            .pick(2, serves, |chunks| usize::from(chunks.start != 10))
+            .unwrap();
+        pieces.extend(&mut third, 2, 8, serves);
+        assert_eq!(third.pieces, 5..7);
+        // The pieces of a run share a token; given up, they are wanted again.
+        pieces.released(first.pieces.clone(), 0);
+        let mut wanted: Vec<u64> = pieces.wanted().map(|chunks| chunks.start).collect();
+        wanted.sort_unstable();
+        assert_eq!(wanted, vec![0, 2, 4, 14, 16, 18]);
+        pieces.finished(third.pieces.start..third.pieces.start + 1);
+        assert!(third.done.is_cancelled());
+        assert!(!second.done.is_cancelled());
+    }
+
+    #[test]
+    fn the_rest_of_a_beaten_run_is_not_doubled_until_it_is_given_up() {
+        let mut pieces = Pieces::new(8, 2, |_| true);
+        let mut run = pieces
+            .pick(0, |_| true, |chunks| usize::from(chunks.start != 0))
+            .unwrap();
+        pieces.extend(&mut run, 0, 4, |_| true);
+        assert_eq!(run.pieces, 0..4);
+        // Another source doubles piece 0 and finishes it first.
+        let double = pieces.pick(1, |_| true, |_| 0).unwrap();
+        assert_eq!(double.pieces, 0..1);
+        pieces.finished(double.pieces);
+        assert!(run.done.is_cancelled());
+        // Pieces 1 to 3 wait for the run's source to give them up.
+        assert!(pieces.pick(1, |_| true, |_| 0).is_none());
+        assert!(pieces.overtake(1, |_| true, |_| true).is_none());
+        pieces.released(run.pieces, 0);
+        let again = pieces.pick(1, |_| true, |_| 0).unwrap();
+        assert!(!again.done.is_cancelled());
     }
 
     #[test]
@@ -284,8 +379,8 @@ mod tests {
             let pick = pieces
                 .pick(0, |_| true, |chunks| if chunks.start == 28 { 1 } else { 3 })
                 .unwrap();
-            assert_eq!(pick.piece, 7);
-            pieces.released(7, 0);
+            assert_eq!(pick.pieces.start, 7);
+            pieces.released(7..8, 0);
         }
     }
 
@@ -294,7 +389,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..50 {
             let mut pieces = Pieces::new(64, 1, |_| true);
-            seen.insert(pieces.pick(0, |_| true, |_| 1).unwrap().piece);
+            seen.insert(pieces.pick(0, |_| true, |_| 1).unwrap().pieces.start);
         }
         assert!(seen.len() > 5, "picks were {seen:?}");
     }
@@ -303,7 +398,7 @@ mod tests {
     fn a_source_gets_only_pieces_it_serves() {
         let mut pieces = Pieces::new(16, 4, |_| true);
         let pick = pieces.pick(0, |chunks| chunks == (8..12), |_| 1).unwrap();
-        assert_eq!(pick.piece, 2);
+        assert_eq!(pick.pieces.start, 2);
         assert!(pieces.pick(0, |chunks| chunks == (8..12), |_| 1).is_none());
     }
 
@@ -312,20 +407,20 @@ mod tests {
         let mut pieces = Pieces::new(8, 4, |_| true);
         let a = pieces.pick(0, |_| true, |_| 0).unwrap();
         let b = pieces.pick(0, |_| true, |_| 0).unwrap();
-        assert_ne!(a.piece, b.piece);
+        assert_ne!(a.pieces.start, b.pieces.start);
         // Source 0 is on both: nothing for it to double.
         assert!(pieces.pick(0, |_| true, |_| 0).is_none());
         let double = pieces.pick(1, |_| true, |_| 0).unwrap();
         let again = pieces.pick(1, |_| true, |_| 0).unwrap();
-        assert_ne!(double.piece, again.piece);
+        assert_ne!(double.pieces.start, again.pieces.start);
         assert!(
             pieces.pick(2, |_| true, |_| 0).is_none(),
             "two takers at most"
         );
-        pieces.finished(double.piece);
-        let first = if double.piece == a.piece { &a } else { &b };
+        pieces.finished(double.pieces.clone());
+        let first = if double.pieces == a.pieces { &a } else { &b };
         assert!(first.done.is_cancelled());
-        pieces.released(double.piece, 0);
+        pieces.released(double.pieces.clone(), 0);
         assert_eq!(
             pieces.wanted().count(),
             0,
@@ -337,11 +432,11 @@ mod tests {
     fn a_released_piece_is_wanted_again_and_all_done_at_the_end() {
         let mut pieces = Pieces::new(4, 2, |_| true);
         let a = pieces.pick(0, |_| true, |_| 0).unwrap();
-        pieces.released(a.piece, 0);
+        pieces.released(a.pieces.clone(), 0);
         assert_eq!(pieces.wanted().count(), 2);
         for _ in 0..2 {
             let pick = pieces.pick(0, |_| true, |_| 0).unwrap();
-            pieces.finished(pick.piece);
+            pieces.finished(pick.pieces);
         }
         assert_eq!(pieces.wanted().count(), 0);
         assert_eq!(pieces.in_flight(), 0);

@@ -25,6 +25,7 @@ mod frame;
 pub mod getter;
 mod limits;
 mod provider;
+mod steer;
 mod transport;
 
 use std::collections::HashMap;

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::budget::{Budget, Ticket, Use};
 use super::frame;
+use super::steer::Steer;
 use crate::bandwidth::Bandwidth;
 
 /// Largest request body read (requests are small).
@@ -57,6 +58,7 @@ pub(crate) async fn serve(
 ) {
     use futures::StreamExt;
     let budget = Budget::new(LIMITS);
+    let steer = std::sync::Arc::new(Steer::default());
     let mut answers = tokio::task::JoinSet::new();
     while let Some(Some((peer, stream))) = stop.run_until_cancelled(incoming.next()).await {
         // Reap the finished ones so the set stays small.
@@ -67,6 +69,7 @@ pub(crate) async fn serve(
         };
         answers.spawn(answer_stream(
             store.clone(),
+            std::sync::Arc::clone(&steer),
             peer,
             stream,
             ticket,
@@ -79,6 +82,7 @@ pub(crate) async fn serve(
 
 async fn answer_stream(
     store: Store,
+    steer: std::sync::Arc<Steer>,
     peer: PeerId,
     mut stream: Stream,
     mut ticket: Ticket,
@@ -102,7 +106,7 @@ async fn answer_stream(
     };
     let (response, ticket) = if ticket.answer() {
         tokio::task::spawn_blocking(move || {
-            let response = answer(&store, &request, &mut ticket);
+            let response = answer(&store, &steer, peer, &request, &mut ticket);
             (response, ticket)
         })
         .await
@@ -129,9 +133,16 @@ async fn answer_stream(
     drop(ticket);
 }
 
-/// The answer to one request, from what the store holds, if `ticket` can
-/// reserve its bytes (else a busy refusal).
-fn answer(store: &Store, request: &Request, ticket: &mut Ticket) -> Response {
+/// The answer to `peer`'s request, from what the store holds, if `ticket`
+/// can reserve its bytes (else a busy refusal). What `peer` is shown of a
+/// whole blob, and sent of it, goes through `steer`.
+fn answer(
+    store: &Store,
+    steer: &Steer,
+    peer: PeerId,
+    request: &Request,
+    ticket: &mut Ticket,
+) -> Response {
     let hash = match request {
         Request::Have { hash } | Request::Get { hash, .. } | Request::GetOutboard { hash, .. } => {
             *hash
@@ -153,11 +164,18 @@ fn answer(store: &Store, request: &Request, ticket: &mut Ticket) -> Response {
     if !ticket.reserve(cost) {
         return Response::Refused(Refusal::Busy);
     }
+    let whole = readable.present.is_complete();
     match *request {
-        Request::Have { .. } => Response::Have {
-            size: readable.size,
-            bitmap: readable.present.as_bytes().to_vec(),
-        },
+        Request::Have { .. } => {
+            let mut shown = readable.present;
+            if whole {
+                steer.hide(hash, peer, &mut shown);
+            }
+            Response::Have {
+                size: readable.size,
+                bitmap: shown.as_bytes().to_vec(),
+            }
+        }
         Request::Get { start, end, .. } => {
             if end > chunk_count(readable.size) {
                 return Response::Refused(Refusal::Invalid);
@@ -165,11 +183,20 @@ fn answer(store: &Store, request: &Request, ticket: &mut Ticket) -> Response {
             if (start..end).any(|chunk| !readable.present.get(chunk)) {
                 return Response::Refused(Refusal::NotFound);
             }
+            if whole && steer.hides(hash, peer, start..end) {
+                // Just sent to another peer: fetch it from the crowd.
+                return Response::Refused(Refusal::Busy);
+            }
             match readable.outboard.encode_chunks(&readable.data, start..end) {
-                Ok(encoded) if encoded.len() + 64 <= MAX_FRAME => Response::Data {
-                    size: readable.size,
-                    encoded,
-                },
+                Ok(encoded) if encoded.len() + 64 <= MAX_FRAME => {
+                    if whole {
+                        steer.sent(hash, chunk_count(readable.size), start..end, peer);
+                    }
+                    Response::Data {
+                        size: readable.size,
+                        encoded,
+                    }
+                }
                 Ok(_) => Response::Refused(Refusal::Invalid),
                 Err(error) => {
                     tracing::warn!(%hash, %error, "refusing to serve chunks that fail verification on disk");

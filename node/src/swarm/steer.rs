@@ -1,0 +1,199 @@
+//! Steering a crowd to what it lacks, a light form of BitTorrent's
+//! super-seeding: a node that holds a whole blob hides from a peer's
+//! `Have` the regions it sent to *another* peer in the last [`HIDE_FOR`].
+//!
+//! Leechers pick what is rarest among their own peers, so without this
+//! several of them, each unaware of what the others got, ask the seed for
+//! the same piece and the seed sends a blob two or three times while the
+//! crowd holds it once. Hidden regions are left to the peer that got them
+//! (and the crowd it feeds); the seed's upload goes to regions nobody has.
+//! A peer alone with the seed loses nothing: only sends to other peers
+//! hide anything, and a hidden region shows again after [`HIDE_FOR`], so
+//! a peer whose neighbours never got it is served too. A request for a
+//! hidden region (from an older bitmap) is still answered.
+//!
+//! Memory is bounded: one entry per [`REGION_CHUNKS`] chunks of at most
+//! [`MAX_BLOBS`] blobs (the least recently served is forgotten first), and
+//! peers beyond [`MAX_PEERS`] per blob all count as "another peer".
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use p2pmodel_protocol::{ChunkBitmap, Hash};
+use tokio::time::Instant;
+
+/// How long a region sent to one peer stays hidden from the others: long
+/// enough for a crowd to pass it around, short enough that a peer whose
+/// neighbours lack it does not wait long.
+pub(crate) const HIDE_FOR: Duration = Duration::from_secs(8);
+/// Chunks per region (256 KiB, the piece size of a download with peers).
+const REGION_CHUNKS: u64 = 16;
+/// Blobs tracked at once.
+const MAX_BLOBS: usize = 8;
+/// Peers told apart per blob.
+const MAX_PEERS: usize = 4096;
+
+/// What this node sent recently, per whole blob it serves.
+#[derive(Debug, Default)]
+pub(crate) struct Steer {
+    blobs: Mutex<HashMap<Hash, Sends>>,
+}
+
+#[derive(Debug)]
+struct Sends {
+    /// Peers told apart, by index + 1 (0: none, or one past [`MAX_PEERS`]).
+    peers: Vec<PeerId>,
+    /// Per region: who it was last sent to, and when.
+    last: Vec<Option<(u32, Instant)>>,
+    used: Instant,
+}
+
+impl Steer {
+    /// Notes that `chunks` of the whole blob `hash` (of `chunk_count`
+    /// chunks) were sent to `peer`.
+    pub(crate) fn sent(&self, hash: Hash, chunk_count: u64, chunks: Range<u64>, peer: PeerId) {
+        let now = Instant::now();
+        let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
+        if !blobs.contains_key(&hash) && blobs.len() >= MAX_BLOBS {
+            let oldest = blobs
+                .iter()
+                .min_by_key(|(_, sends)| sends.used)
+                .map(|(hash, _)| *hash);
+            if let Some(oldest) = oldest {
+                blobs.remove(&oldest);
+            }
+        }
+        let sends = blobs.entry(hash).or_insert_with(|| Sends {
+            peers: Vec::new(),
+            last: vec![None; chunk_count.div_ceil(REGION_CHUNKS) as usize],
+            used: now,
+        });
+        sends.used = now;
+        let who = sends.index(peer);
+        let regions = chunks.start / REGION_CHUNKS..chunks.end.div_ceil(REGION_CHUNKS);
+        for region in regions {
+            if let Some(slot) = sends.last.get_mut(region as usize) {
+                *slot = Some((who, now));
+            }
+        }
+    }
+
+    /// Clears from `present` (the whole blob `hash`) the regions hidden
+    /// from `peer`: those sent to another peer in the last [`HIDE_FOR`].
+    /// Nothing is cleared if that would clear everything.
+    pub(crate) fn hide(&self, hash: Hash, peer: PeerId, present: &mut ChunkBitmap) {
+        let blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(hidden) = blobs.get(&hash).and_then(|sends| sends.hidden_from(peer)) else {
+            return;
+        };
+        for (region, _) in hidden.enumerate().filter(|(_, hidden)| *hidden) {
+            let start = region as u64 * REGION_CHUNKS;
+            for chunk in start..(start + REGION_CHUNKS).min(present.len()) {
+                present.clear(chunk);
+            }
+        }
+    }
+
+    /// True if any of `chunks` of the whole blob `hash` is hidden from
+    /// `peer` (see [`Steer::hide`]): asked for from an older bitmap.
+    pub(crate) fn hides(&self, hash: Hash, peer: PeerId, chunks: Range<u64>) -> bool {
+        let blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(hidden) = blobs.get(&hash).and_then(|sends| sends.hidden_from(peer)) else {
+            return false;
+        };
+        let regions = chunks.start / REGION_CHUNKS..chunks.end.div_ceil(REGION_CHUNKS);
+        hidden
+            .enumerate()
+            .any(|(region, hidden)| hidden && regions.contains(&(region as u64)))
+    }
+}
+
+impl Sends {
+    /// Per region, whether it is hidden from `peer`; `None` when nothing
+    /// is, or everything would be.
+    fn hidden_from(&self, peer: PeerId) -> Option<impl Iterator<Item = bool> + '_> {
+        let now = Instant::now();
+        let me = self.peers.iter().position(|known| *known == peer);
+        let hidden = move |slot: &Option<(u32, Instant)>| match slot {
+            Some((who, at)) => {
+                now.duration_since(*at) < HIDE_FOR && (*who == 0 || Some(*who as usize - 1) != me)
+            }
+            None => false,
+        };
+        let some = self.last.iter().any(hidden);
+        let all = self.last.iter().all(hidden);
+        (some && !all).then(|| self.last.iter().map(hidden))
+    }
+
+    /// The index + 1 of `peer`, added if there is room; 0 past [`MAX_PEERS`].
+    fn index(&mut self, peer: PeerId) -> u32 {
+        if let Some(at) = self.peers.iter().position(|known| *known == peer) {
+            return at as u32 + 1;
+        }
+        if self.peers.len() >= MAX_PEERS {
+            return 0;
+        }
+        self.peers.push(peer);
+        self.peers.len() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash() -> Hash {
+        Hash::from_bytes([7; 32])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_region_sent_to_one_peer_is_hidden_from_the_others_for_a_while() {
+        let steer = Steer::default();
+        let (first, second) = (PeerId::random(), PeerId::random());
+        // 64 chunks: four regions; region 1 goes to the first peer.
+        steer.sent(hash(), 64, 16..32, first);
+        let mut seen_by_second = ChunkBitmap::full(64);
+        steer.hide(hash(), second, &mut seen_by_second);
+        assert_eq!(
+            seen_by_second.missing_runs().collect::<Vec<_>>(),
+            vec![16..32]
+        );
+        // The peer it went to still sees it (a retry is answered).
+        let mut seen_by_first = ChunkBitmap::full(64);
+        steer.hide(hash(), first, &mut seen_by_first);
+        assert!(seen_by_first.is_complete());
+        // It shows again after a while.
+        tokio::time::advance(HIDE_FOR).await;
+        let mut later = ChunkBitmap::full(64);
+        steer.hide(hash(), second, &mut later);
+        assert!(later.is_complete());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_never_sees_an_empty_bitmap_from_a_whole_blob() {
+        let steer = Steer::default();
+        steer.sent(hash(), 20, 0..20, PeerId::random());
+        let mut seen = ChunkBitmap::full(20);
+        steer.hide(hash(), PeerId::random(), &mut seen);
+        assert!(seen.is_complete(), "hiding everything would stall the peer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_least_recently_served_blob_is_forgotten_first() {
+        let steer = Steer::default();
+        let (sender, other) = (PeerId::random(), PeerId::random());
+        for blob in 0..=MAX_BLOBS as u8 {
+            steer.sent(Hash::from_bytes([blob; 32]), 64, 0..16, sender);
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let mut first = ChunkBitmap::full(64);
+        steer.hide(Hash::from_bytes([0; 32]), other, &mut first);
+        assert!(first.is_complete(), "the oldest blob was forgotten");
+        let mut last = ChunkBitmap::full(64);
+        steer.hide(Hash::from_bytes([MAX_BLOBS as u8; 32]), other, &mut last);
+        assert_eq!(last.count(), 48);
+    }
+}
