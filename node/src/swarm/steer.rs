@@ -8,8 +8,9 @@
 //! crowd holds it once. Hidden regions are left to the peer that got them
 //! (and the crowd it feeds); the seed's upload goes to regions nobody has.
 //! A peer alone with the seed loses nothing: only sends to other peers
-//! hide anything, and a hidden region shows again after [`HIDE_FOR`], so
-//! a peer whose neighbours never got it is served too. A request for a
+//! that are still fetching (asked for chunks in the last [`ACTIVE`]) hide
+//! anything, and a hidden region shows again after [`HIDE_FOR`], so a peer
+//! whose neighbours never got it is served too. A request for a
 //! hidden region (from an older bitmap) is still answered.
 //!
 //! Memory is bounded: one entry per [`REGION_CHUNKS`] chunks of at most
@@ -29,6 +30,9 @@ use tokio::time::Instant;
 /// enough for a crowd to pass it around, short enough that a peer whose
 /// neighbours lack it does not wait long.
 pub(crate) const HIDE_FOR: Duration = Duration::from_secs(8);
+/// A peer that asked for no chunk for this long is taken to be done (or
+/// gone): what it got is no longer hidden from others.
+pub(crate) const ACTIVE: Duration = Duration::from_secs(1);
 /// Chunks per region (256 KiB, the piece size of a download with peers).
 const REGION_CHUNKS: u64 = 16;
 /// Blobs tracked at once.
@@ -44,8 +48,9 @@ pub(crate) struct Steer {
 
 #[derive(Debug)]
 struct Sends {
-    /// Peers told apart, by index + 1 (0: none, or one past [`MAX_PEERS`]).
-    peers: Vec<PeerId>,
+    /// Peers told apart, by index + 1 (0: one past [`MAX_PEERS`]), with
+    /// the time of their last request.
+    peers: Vec<(PeerId, Instant)>,
     /// Per region: who it was last sent to, and when.
     last: Vec<Option<(u32, Instant)>>,
     used: Instant,
@@ -72,7 +77,7 @@ impl Steer {
             used: now,
         });
         sends.used = now;
-        let who = sends.index(peer);
+        let who = sends.index(peer, now);
         let regions = chunks.start / REGION_CHUNKS..chunks.end.div_ceil(REGION_CHUNKS);
         for region in regions {
             if let Some(slot) = sends.last.get_mut(region as usize) {
@@ -116,11 +121,16 @@ impl Sends {
     /// is, or everything would be.
     fn hidden_from(&self, peer: PeerId) -> Option<impl Iterator<Item = bool> + '_> {
         let now = Instant::now();
-        let me = self.peers.iter().position(|known| *known == peer);
-        let hidden = move |slot: &Option<(u32, Instant)>| match slot {
-            Some((who, at)) => {
-                now.duration_since(*at) < HIDE_FOR && (*who == 0 || Some(*who as usize - 1) != me)
+        let me = self.peers.iter().position(|(known, _)| *known == peer);
+        let fetching = move |who: u32| match who.checked_sub(1) {
+            None => true,
+            Some(at) => {
+                let (_, last) = self.peers[at as usize];
+                Some(at as usize) != me && now.duration_since(last) < ACTIVE
             }
+        };
+        let hidden = move |slot: &Option<(u32, Instant)>| match slot {
+            Some((who, at)) => now.duration_since(*at) < HIDE_FOR && fetching(*who),
             None => false,
         };
         let some = self.last.iter().any(hidden);
@@ -128,15 +138,17 @@ impl Sends {
         (some && !all).then(|| self.last.iter().map(hidden))
     }
 
-    /// The index + 1 of `peer`, added if there is room; 0 past [`MAX_PEERS`].
-    fn index(&mut self, peer: PeerId) -> u32 {
-        if let Some(at) = self.peers.iter().position(|known| *known == peer) {
+    /// The index + 1 of `peer`, which asked for chunks at `now` (added if
+    /// there is room; 0 past [`MAX_PEERS`]).
+    fn index(&mut self, peer: PeerId, now: Instant) -> u32 {
+        if let Some(at) = self.peers.iter().position(|(known, _)| *known == peer) {
+            self.peers[at].1 = now;
             return at as u32 + 1;
         }
         if self.peers.len() >= MAX_PEERS {
             return 0;
         }
-        self.peers.push(peer);
+        self.peers.push((peer, now));
         self.peers.len() as u32
     }
 }
@@ -165,11 +177,26 @@ mod tests {
         let mut seen_by_first = ChunkBitmap::full(64);
         steer.hide(hash(), first, &mut seen_by_first);
         assert!(seen_by_first.is_complete());
-        // It shows again after a while.
-        tokio::time::advance(HIDE_FOR).await;
+        // It shows again after a while, even while the first peer fetches.
+        for _ in 0..HIDE_FOR.as_secs() {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            steer.sent(hash(), 64, 0..16, first);
+        }
         let mut later = ChunkBitmap::full(64);
         steer.hide(hash(), second, &mut later);
-        assert!(later.is_complete());
+        assert_eq!(later.missing_runs().collect::<Vec<_>>(), vec![0..16]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_peer_that_stopped_fetching_got_shows_again() {
+        let steer = Steer::default();
+        let (done, late) = (PeerId::random(), PeerId::random());
+        steer.sent(hash(), 64, 16..32, done);
+        tokio::time::advance(ACTIVE).await;
+        let mut seen = ChunkBitmap::full(64);
+        steer.hide(hash(), late, &mut seen);
+        assert!(seen.is_complete());
+        assert!(!steer.hides(hash(), late, 16..32));
     }
 
     #[tokio::test(start_paused = true)]
