@@ -682,10 +682,14 @@ impl Download {
                     me.pipeline(self.config.parallel, piece_bytes)
                 };
                 let full = me.in_flight >= depth;
+                // A peer still fetching that holds the piece and has room
+                // in its pipeline for it.
                 let elsewhere = |chunks: Range<u64>| {
                     sources.iter().any(|s| {
                         matches!(s.kind, Kind::Peer { .. })
                             && !s.holds_everything()
+                            && s.dropped.is_none()
+                            && s.in_flight < s.pipeline(self.config.parallel, piece_bytes)
                             && s.serves(chunks.clone())
                     })
                 };

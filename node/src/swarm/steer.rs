@@ -29,7 +29,7 @@ use tokio::time::Instant;
 /// How long a region sent to one peer stays hidden from the others: long
 /// enough for a crowd to pass it around, short enough that a peer whose
 /// neighbours lack it does not wait long.
-pub(crate) const HIDE_FOR: Duration = Duration::from_secs(8);
+pub(crate) const HIDE_FOR: Duration = Duration::from_secs(2);
 /// A peer that asked for no chunk for this long is taken to be done (or
 /// gone): what it got is no longer hidden from others.
 pub(crate) const ACTIVE: Duration = Duration::from_secs(1);
