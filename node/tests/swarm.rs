@@ -186,25 +186,27 @@ async fn a_seed_steers_a_second_peer_away_from_what_it_just_sent_the_first() {
     let sent = getter::request(&first, seed_id, &region).await.unwrap();
     assert!(matches!(sent, Response::Data { .. }));
 
-    let Response::Have { bitmap, .. } = getter::request(&second, seed_id, &Request::Have { hash })
-        .await
-        .unwrap()
-    else {
-        panic!("expected a bitmap");
-    };
-    assert_eq!(bitmap, [[0xff; 2], [0; 2], [0xff; 2], [0xff; 2]].concat());
+    assert_eq!(
+        shown(&second, seed_id, hash).await,
+        [[0xff; 2], [0; 2], [0xff; 2], [0xff; 2]].concat()
+    );
     let refused = getter::request(&second, seed_id, &region).await.unwrap();
     assert_eq!(refused, Response::Refused(Refusal::Busy));
     // The first peer still sees and gets all of it (a retry is answered).
-    let Response::Have { bitmap, .. } = getter::request(&first, seed_id, &Request::Have { hash })
-        .await
-        .unwrap()
-    else {
-        panic!("expected a bitmap");
-    };
-    assert_eq!(bitmap, vec![0xff; 8]);
+    assert_eq!(shown(&first, seed_id, hash).await, vec![0xff; 8]);
     let again = getter::request(&first, seed_id, &region).await.unwrap();
     assert!(matches!(again, Response::Data { .. }));
+}
+
+/// The bitmap `peer` shows `swarm` for `hash`.
+async fn shown(swarm: &Swarm, peer: libp2p::PeerId, hash: Hash) -> Vec<u8> {
+    match getter::request(swarm, peer, &Request::Have { hash })
+        .await
+        .unwrap()
+    {
+        Response::Have { bitmap, .. } => bitmap,
+        other => panic!("expected a bitmap, got {other:?}"),
+    }
 }
 
 #[tokio::test]
