@@ -35,9 +35,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
+    // libp2p's Kademlia tries to bootstrap whenever a node starts listening
+    // with no peer yet, and warns when it knows none: the normal case for a
+    // node without bootstrap peers, so it is not shown unless asked for.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,libp2p_kad::behaviour=error",
+        1 => "info,libp2p_kad::behaviour=error",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
