@@ -7,8 +7,10 @@
 //! workers; a worker picks the rarest wanted piece its source can serve
 //! (a mirror serves all, a peer what its bitmap shows), fetches it, and
 //! writes only verified chunks. Fast sources come back for more sooner, so
-//! they take more. In the endgame a piece in flight is doubled on another
-//! source and the loser cancelled.
+//! they take more; a source holding everything, with no peer fetching that
+//! could hand pieces on, asks for a run of adjacent pieces at once. In the
+//! endgame a piece in flight is doubled on another source and the loser
+//! cancelled.
 //!
 //! A source that sends one bad chunk is dropped for this download and
 //! named in the log; its piece goes back for the others. A failed request
