@@ -10,8 +10,9 @@
 //! A peer alone with the seed loses nothing: only sends to other peers
 //! that are still fetching (asked for chunks in the last [`ACTIVE`]) hide
 //! anything, and a hidden region shows again after [`HIDE_FOR`], so a peer
-//! whose neighbours never got it is served too. A request for a
-//! hidden region (from an older bitmap) is still answered.
+//! whose neighbours never got it is served too. A request for a hidden
+//! region (from an older bitmap) is refused as busy, except from the peer
+//! that got it.
 //!
 //! Memory is bounded: one entry per [`REGION_CHUNKS`] chunks of at most
 //! [`MAX_BLOBS`] blobs (the least recently served is forgotten first), and
@@ -91,10 +92,19 @@ impl Steer {
     /// Nothing is cleared if that would clear everything.
     pub(crate) fn hide(&self, hash: Hash, peer: PeerId, present: &mut ChunkBitmap) {
         let blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(hidden) = blobs.get(&hash).and_then(|sends| sends.hidden_from(peer)) else {
+        let Some(sends) = blobs.get(&hash) else {
             return;
         };
-        for (region, _) in hidden.enumerate().filter(|(_, hidden)| *hidden) {
+        let hidden = sends.hidden_from(peer);
+        if !sends.last.iter().any(&hidden) || sends.last.iter().all(&hidden) {
+            return;
+        }
+        for (region, _) in sends
+            .last
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| hidden(slot))
+        {
             let start = region as u64 * REGION_CHUNKS;
             for chunk in start..(start + REGION_CHUNKS).min(present.len()) {
                 present.clear(chunk);
@@ -106,20 +116,23 @@ impl Steer {
     /// `peer` (see [`Steer::hide`]): asked for from an older bitmap.
     pub(crate) fn hides(&self, hash: Hash, peer: PeerId, chunks: Range<u64>) -> bool {
         let blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(hidden) = blobs.get(&hash).and_then(|sends| sends.hidden_from(peer)) else {
+        let Some(sends) = blobs.get(&hash) else {
             return false;
         };
+        let hidden = sends.hidden_from(peer);
         let regions = chunks.start / REGION_CHUNKS..chunks.end.div_ceil(REGION_CHUNKS);
-        hidden
-            .enumerate()
-            .any(|(region, hidden)| hidden && regions.contains(&(region as u64)))
+        // The requested regions first: the whole table only when one is.
+        regions
+            .filter_map(|region| sends.last.get(region as usize))
+            .any(&hidden)
+            && !sends.last.iter().all(&hidden)
     }
 }
 
 impl Sends {
-    /// Per region, whether it is hidden from `peer`; `None` when nothing
-    /// is, or everything would be.
-    fn hidden_from(&self, peer: PeerId) -> Option<impl Iterator<Item = bool> + '_> {
+    /// Whether a region's entry hides it from `peer` now: sent in the last
+    /// [`HIDE_FOR`] to another peer that is still fetching.
+    fn hidden_from(&self, peer: PeerId) -> impl Fn(&Option<(u32, Instant)>) -> bool + '_ {
         let now = Instant::now();
         let me = self.peers.iter().position(|(known, _)| *known == peer);
         let fetching = move |who: u32| match who.checked_sub(1) {
@@ -129,13 +142,10 @@ impl Sends {
                 Some(at as usize) != me && now.duration_since(last) < ACTIVE
             }
         };
-        let hidden = move |slot: &Option<(u32, Instant)>| match slot {
+        move |slot: &Option<(u32, Instant)>| match slot {
             Some((who, at)) => now.duration_since(*at) < HIDE_FOR && fetching(*who),
             None => false,
-        };
-        let some = self.last.iter().any(hidden);
-        let all = self.last.iter().all(hidden);
-        (some && !all).then(|| self.last.iter().map(hidden))
+        }
     }
 
     /// The index + 1 of `peer`, which asked for chunks at `now` (added if
