@@ -37,8 +37,10 @@ pub(super) async fn find(
     let mut tick = tokio::time::interval(refresh_interval(chunks));
     let mut asking = futures_util::stream::FuturesUnordered::new();
     let mut in_flight = std::collections::HashSet::new();
-    // Peers asked in the first round and not answered yet.
+    // Peers asked in the first round and not answered yet; `peers_asked`
+    // is set once, when it reaches zero.
     let mut first_round: Option<usize> = None;
+    let mut all_asked = false;
     let have = Request::Have { hash: peers.hash };
     loop {
         tokio::select! {
@@ -70,7 +72,8 @@ pub(super) async fn find(
                 }
             }
         }
-        if first_round == Some(0) {
+        if !all_asked && first_round == Some(0) {
+            all_asked = true;
             shared.lock().peers_asked = true;
             shared.wake.notify_waiters();
         }

@@ -15,6 +15,7 @@
 //! [`REQUEST_TIMEOUT`] and its answer be taken within [`ANSWER_TIMEOUT`],
 //! so a silent or non-reading peer cannot hold a slot for long.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::AsyncWriteExt;
@@ -58,7 +59,7 @@ pub(crate) async fn serve(
 ) {
     use futures::StreamExt;
     let budget = Budget::new(LIMITS);
-    let steer = std::sync::Arc::new(Steer::default());
+    let steer = Arc::new(Steer::default());
     let mut answers = tokio::task::JoinSet::new();
     while let Some(Some((peer, stream))) = stop.run_until_cancelled(incoming.next()).await {
         // Reap the finished ones so the set stays small.
@@ -69,7 +70,7 @@ pub(crate) async fn serve(
         };
         answers.spawn(answer_stream(
             store.clone(),
-            std::sync::Arc::clone(&steer),
+            Arc::clone(&steer),
             peer,
             stream,
             ticket,
@@ -82,7 +83,7 @@ pub(crate) async fn serve(
 
 async fn answer_stream(
     store: Store,
-    steer: std::sync::Arc<Steer>,
+    steer: Arc<Steer>,
     peer: PeerId,
     mut stream: Stream,
     mut ticket: Ticket,
