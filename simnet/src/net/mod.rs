@@ -5,8 +5,11 @@
 //! yamux, the chunk protocol) runs on top unchanged.
 //!
 //! The model, per segment of at most [`SEGMENT`] bytes written:
-//! - it waits for the sender's uplink (first come, first served), then for
-//!   the receiver's downlink, each taking `bytes / rate`;
+//! - it waits for the sender's uplink (first come, first served), then
+//!   takes the receiver's downlink in the first free stretch after it
+//!   leaves the uplink (so a segment that leaves late, from a backlogged
+//!   uplink, does not keep the downlink idle meanwhile), each taking
+//!   `bytes / rate`;
 //! - it arrives after both latencies, in order within its connection;
 //! - a lost segment is sent again: it takes the uplink twice and arrives a
 //!   retransmission timeout later, holding back what follows it;
@@ -17,6 +20,7 @@
 //! All times are `tokio::time` instants: under a paused clock the network
 //! runs in virtual time, as fast as the machine computes.
 
+mod calendar;
 mod pipe;
 mod transport;
 
@@ -33,6 +37,7 @@ use tokio::time::Instant;
 pub use pipe::SimStream;
 pub use transport::{SimTransport, memory_addr};
 
+use calendar::Calendar;
 use pipe::Pipe;
 
 /// The most bytes one write puts on the wire as one segment.
@@ -106,8 +111,8 @@ struct Host {
     link: LinkSpec,
     /// When the uplink is next free.
     up_free: Instant,
-    /// When the downlink is next free.
-    down_free: Instant,
+    /// When the downlink is busy.
+    downlink: Calendar,
     traffic: Traffic,
     /// False while crashed: its connections are cut and dials to it fail.
     reachable: bool,
@@ -139,7 +144,7 @@ impl Network {
         state.hosts.push(Host {
             link,
             up_free: now,
-            down_free: now,
+            downlink: Calendar::default(),
             traffic: Traffic::default(),
             reachable: true,
             pipes: Vec::new(),
@@ -270,8 +275,9 @@ impl Network {
         up.traffic.sent += bytes as u64;
 
         let down = &mut state.hosts[to.0];
-        let received = down.down_free.max(left) + seconds(bytes as f64 / receiver.down as f64);
-        down.down_free = received;
+        let received = down
+            .downlink
+            .book(now, left, seconds(bytes as f64 / receiver.down as f64));
         down.traffic.received += bytes as u64;
 
         let path = sender.latency + receiver.latency;
@@ -392,6 +398,38 @@ mod transfer_tests {
         for sender in senders {
             sender.await.unwrap();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_senders_backlog_does_not_hold_up_a_fast_senders_bytes() {
+        let net = Network::new(1);
+        let fast = LinkSpec::symmetric(100.0, Duration::ZERO);
+        let slow = LinkSpec {
+            up: megabits(1.0),
+            ..fast
+        };
+        let sink = net.add_host(fast);
+        let (accept, mut incoming) = mpsc::unbounded_channel();
+        assert!(net.listen(sink, 9, accept));
+        // A slow uplink with half a second of bytes queued on it.
+        let mut trickle = net.connect(net.add_host(slow), 9).unwrap();
+        trickle.write_all(&[2u8; 62_500]).await.unwrap();
+        let mut burst = net.connect(net.add_host(fast), 9).unwrap();
+        let started = Instant::now();
+        let sender = tokio::spawn(async move {
+            burst.write_all(&[3u8; 1_250_000]).await.unwrap();
+            burst.close().await.unwrap();
+        });
+        let (_trickle, _) = incoming.recv().await.unwrap();
+        let (mut burst, _) = incoming.recv().await.unwrap();
+        let mut got = Vec::new();
+        burst.read_to_end(&mut got).await.unwrap();
+        sender.await.unwrap();
+        assert_eq!(got.len(), 1_250_000);
+        // 0.1 s at 100 Mbit/s plus the trickle's few segments: the sink's
+        // downlink is not kept idle for what the slow uplink sends later.
+        let took = started.elapsed().as_secs_f64();
+        assert!(took < 0.15, "took {took} s");
     }
 
     #[tokio::test(start_paused = true)]
