@@ -634,8 +634,10 @@ impl Download {
     /// are used; `helping` (the worker's own flag) turns on when such
     /// pieces have waited [`DEFER_TO_PEERS`] with nobody taking them (the
     /// peers are busy or slow), and off again once the source finds a
-    /// piece no such peer holds.
+    /// piece no such peer holds. The wait has one deadline: pieces that
+    /// come back meanwhile wake the worker but do not restart it.
     async fn next(&self, source: usize, shared: &Shared, helping: &mut bool) -> Next {
+        let mut help_at: Option<Instant> = None;
         loop {
             let notified = shared.wake.notified();
             tokio::pin!(notified);
@@ -748,11 +750,13 @@ impl Download {
                 !full && whole && pieces.wanted().any(|chunks| me.serves(chunks))
             };
             if deferred {
+                let deadline = *help_at.get_or_insert_with(|| Instant::now() + DEFER_TO_PEERS);
                 tokio::select! {
                     () = &mut notified => {}
-                    () = tokio::time::sleep(DEFER_TO_PEERS) => *helping = true,
+                    () = tokio::time::sleep_until(deadline) => *helping = true,
                 }
             } else {
+                help_at = None;
                 notified.await;
             }
         }
