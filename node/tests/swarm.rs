@@ -9,7 +9,7 @@ use p2pmodel_node::{FetchRequest, Node, NodeBuilder};
 use p2pmodel_protocol::Hash;
 use p2pmodel_protocol::Outboard;
 use p2pmodel_protocol::chunks::CHUNK_SIZE;
-use p2pmodel_protocol::wire::{Refusal, Request, Response};
+use p2pmodel_protocol::wire::{Held, Refusal, Request, Response, Run, encode_frame};
 use p2pmodel_store::{PartialKey, PartialMode, Store};
 use testkit::{TestMirror, from_peer, generate, listen_addr};
 
@@ -165,6 +165,65 @@ async fn a_partial_peer_serves_its_verified_chunks_and_refuses_the_rest() {
     .await
     .unwrap();
     assert_eq!(missing, Response::Refused(Refusal::NotFound));
+}
+
+#[tokio::test]
+async fn a_partial_peer_tells_what_it_gained_since_its_last_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seed_store, seed) = swarm(&dir, "seed");
+    let (_, leech) = swarm(&dir, "leech");
+    // 4,096 chunks: a bitmap of 512 bytes.
+    let data = generate(64 * MIB, 4);
+    let outboard = Outboard::compute(&data[..], data.len() as u64).unwrap();
+    let hash = outboard.hash();
+    seed_store.put_partial_outboard(&outboard).unwrap();
+    let partial = seed_store
+        .open_partial(
+            PartialKey::Blob(hash),
+            data.len() as u64,
+            PartialMode::Verified,
+        )
+        .unwrap();
+    partial
+        .write_chunks(0, &data[..CHUNK_SIZE as usize])
+        .unwrap();
+    partial.commit().unwrap();
+    let peer = leech.dial(listen_addr(&seed).await).await.unwrap();
+
+    let ask = async |since| {
+        let request = Request::HaveChanges { hash, since };
+        getter::request(&leech, peer, &request).await
+    };
+    let Response::Held {
+        answer: first,
+        held: Held::Whole(bitmap),
+        ..
+    } = ask(0).await.unwrap()
+    else {
+        panic!("expected the whole bitmap first");
+    };
+    assert_eq!(bitmap.len(), 512);
+    assert_eq!(bitmap[0], 1);
+    // Chunks 100 to 102 verify meanwhile.
+    let gained = &data[100 * CHUNK_SIZE as usize..103 * CHUNK_SIZE as usize];
+    partial.write_chunks(100, gained).unwrap();
+    partial.commit().unwrap();
+    let changes = ask(first).await.unwrap();
+    let Response::Held {
+        answer: second,
+        held: Held::Toggled(runs),
+        ..
+    } = changes.clone()
+    else {
+        panic!("expected the changes, got {changes:?}");
+    };
+    assert_eq!(runs, [Run { skip: 100, len: 3 }]);
+    assert!(encode_frame(&changes).len() < 20, "a few bytes, not 512");
+    // Naming an answer it did not get, a getter is told everything again.
+    let again = ask(first).await.unwrap();
+    assert!(
+        matches!(again, Response::Held { held: Held::Whole(_), answer, .. } if answer > second)
+    );
 }
 
 #[tokio::test]

@@ -203,6 +203,59 @@ impl ChunkBitmap {
         true
     }
 
+    /// Flips every chunk of `range`: present ones become missing and
+    /// missing ones present.
+    ///
+    /// # Panics
+    /// If `range` reaches past the end.
+    pub fn toggle_range(&mut self, range: Range<u64>) {
+        assert!(
+            range.end <= self.len,
+            "chunks {range:?} reach past the end of {} chunks",
+            self.len
+        );
+        for index in range {
+            if !self.clear(index) {
+                self.set(index);
+            }
+        }
+    }
+
+    /// Runs of chunks present in exactly one of `self` and `other`, in
+    /// order: toggling them turns `other` into `self`. Both must cover the
+    /// same number of chunks.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn differing_runs<'a>(
+        &'a self,
+        other: &'a ChunkBitmap,
+    ) -> impl Iterator<Item = Range<u64>> + 'a {
+        assert_eq!(self.len, other.len, "bitmaps of different lengths");
+        let differs = |index: u64| self.get(index) != other.get(index);
+        let mut index = 0;
+        std::iter::from_fn(move || {
+            loop {
+                if index >= self.len {
+                    return None;
+                }
+                let byte = (index / 8) as usize;
+                if index % 8 == 0 && self.bits[byte] == other.bits[byte] {
+                    index += 8;
+                } else if differs(index) {
+                    break;
+                } else {
+                    index += 1;
+                }
+            }
+            let start = index;
+            while index < self.len && differs(index) {
+                index += 1;
+            }
+            Some(start..index)
+        })
+    }
+
     /// Runs of consecutive missing chunks, in order.
     pub fn missing_runs(&self) -> impl Iterator<Item = Range<u64>> + '_ {
         self.runs(false)
@@ -283,6 +336,33 @@ mod tests {
             prop_assert_eq!(full.count(), len);
             prop_assert!(ChunkBitmap::from_bytes(len, full.as_bytes()).is_ok());
             prop_assert_eq!(full, set_one_by_one);
+        }
+
+        #[test]
+        fn toggling_the_differing_runs_turns_one_bitmap_into_the_other(
+            len in 0u64..300,
+            old in proptest::collection::vec(any::<u64>(), 0..100),
+            new in proptest::collection::vec(any::<u64>(), 0..100),
+        ) {
+            let bitmap = |picks: &[u64]| {
+                let mut bitmap = ChunkBitmap::new(len);
+                for pick in picks.iter().filter(|_| len > 0) {
+                    bitmap.set(pick % len);
+                }
+                bitmap
+            };
+            let (old, new) = (bitmap(&old), bitmap(&new));
+            let runs: Vec<_> = new.differing_runs(&old).collect();
+            // Runs are in order, apart, and cover exactly the differences.
+            prop_assert!(runs.windows(2).all(|pair| pair[0].end < pair[1].start));
+            let flips: u64 = runs.iter().map(|run| run.end - run.start).sum();
+            prop_assert_eq!(flips, (0..len).filter(|&i| old.get(i) != new.get(i)).count() as u64);
+            let mut turned = old.clone();
+            for run in runs {
+                turned.toggle_range(run);
+            }
+            prop_assert_eq!(turned.count(), new.count());
+            prop_assert_eq!(turned, new);
         }
 
         #[test]

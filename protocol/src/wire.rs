@@ -59,6 +59,16 @@ pub enum Request {
         /// Bytes wanted; at most [`MAX_OUTBOARD_PER_GET`].
         len: u64,
     },
+    /// Which chunks of `hash` do you hold, as changes since your answer
+    /// numbered `since` to me (0: none yet)? Answered with
+    /// [`Response::Held`]; a provider that no longer knows that answer
+    /// sends the whole bitmap.
+    HaveChanges {
+        /// The blob.
+        hash: Hash,
+        /// The number of the last [`Response::Held`] the getter applied.
+        since: u64,
+    },
 }
 
 /// What a provider answers.
@@ -92,6 +102,69 @@ pub enum Response {
     },
     /// The provider will not answer this request.
     Refused(Refusal),
+    /// The chunks held, answering [`Request::HaveChanges`]: the whole
+    /// bitmap, or what changed since the answer the getter named.
+    Held {
+        /// Size of the blob.
+        size: u64,
+        /// This answer's number, to name in the next `HaveChanges`.
+        answer: u64,
+        /// The chunks held.
+        held: Held,
+    },
+}
+
+/// The chunks a provider holds, in a [`Response::Held`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Held {
+    /// One bit per chunk, as a [`crate::ChunkBitmap`] in its byte form.
+    Whole(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The runs of chunks that changed (gained, or no longer shown) since
+    /// the answer the getter named: toggle them in its copy of that
+    /// answer. Runs are in order and apart.
+    Toggled(Vec<Run>),
+}
+
+/// A run of chunks in [`Held::Toggled`]: it starts `skip` chunks after
+/// the end of the run before it (after chunk 0 for the first) and is
+/// `len` chunks long. Small numbers, so small on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// Chunks between the previous run's end and this run's start.
+    pub skip: u64,
+    /// Chunks in this run; at least 1.
+    pub len: u64,
+}
+
+impl Run {
+    /// The runs for `ranges` (in order and apart).
+    pub fn from_ranges(ranges: impl IntoIterator<Item = Range<u64>>) -> Vec<Run> {
+        let mut end = 0;
+        ranges
+            .into_iter()
+            .map(|range| {
+                let run = Run {
+                    skip: range.start - end,
+                    len: range.end - range.start,
+                };
+                end = range.end;
+                run
+            })
+            .collect()
+    }
+
+    /// The chunk ranges of `runs`, in order; `None` if a run is empty or
+    /// they reach past `chunks`.
+    pub fn ranges(runs: &[Run], chunks: u64) -> Option<Vec<Range<u64>>> {
+        let mut end = 0u64;
+        runs.iter()
+            .map(|run| {
+                let start = end.checked_add(run.skip)?;
+                end = start.checked_add(run.len)?;
+                (run.len > 0 && end <= chunks).then_some(start..end)
+            })
+            .collect()
+    }
 }
 
 /// Why a provider refused.
@@ -141,7 +214,7 @@ pub trait Message: Serialize + for<'de> Deserialize<'de> + Sized {
 impl Message for Request {
     fn check(&self) -> Result<(), WireError> {
         match *self {
-            Request::Have { .. } => Ok(()),
+            Request::Have { .. } | Request::HaveChanges { .. } => Ok(()),
             Request::Get { start, end, .. } => {
                 if start >= end {
                     return Err(WireError::Invalid("an empty chunk range"));
@@ -178,11 +251,29 @@ impl Message for Response {
             }
         };
         match self {
-            Response::Have { size, bitmap } => {
+            Response::Have { size, bitmap }
+            | Response::Held {
+                size,
+                held: Held::Whole(bitmap),
+                ..
+            } => {
                 size_ok(*size)?;
                 if bitmap.len() as u64 != chunk_count(*size).div_ceil(8) {
                     return Err(WireError::Invalid(
                         "a bitmap whose length does not fit the size",
+                    ));
+                }
+                Ok(())
+            }
+            Response::Held {
+                size,
+                held: Held::Toggled(runs),
+                ..
+            } => {
+                size_ok(*size)?;
+                if Run::ranges(runs, chunk_count(*size)).is_none() {
+                    return Err(WireError::Invalid(
+                        "changed runs that are empty or past the end",
                     ));
                 }
                 Ok(())
@@ -309,6 +400,50 @@ mod tests {
     }
 
     #[test]
+    fn changes_travel_as_runs_relative_to_the_previous_one() {
+        let runs = Run::from_ranges([3..5, 9..10]);
+        assert_eq!(runs, [Run { skip: 3, len: 2 }, Run { skip: 4, len: 1 }]);
+        assert_eq!(Run::ranges(&runs, 10), Some(vec![3..5, 9..10]));
+        assert_eq!(Run::ranges(&runs, 9), None, "past the end");
+        let frame = encode_frame(&Response::Held {
+            size: 10 * CHUNK_SIZE,
+            answer: 7,
+            held: Held::Toggled(runs),
+        });
+        // length 12; version 1; Response::Held = variant 4; size 163840 as
+        // a varint; answer 7; Held::Toggled = variant 1; 2 runs: (3, 2), (4, 1)
+        assert_eq!(
+            frame,
+            [0, 0, 0, 12, 1, 4, 0x80, 0x80, 0x0a, 7, 1, 2, 3, 2, 4, 1]
+        );
+    }
+
+    #[test]
+    fn changes_past_the_end_or_empty_are_refused() {
+        for runs in [
+            vec![Run { skip: 9, len: 2 }],
+            vec![Run { skip: 1, len: 0 }],
+            vec![Run {
+                skip: u64::MAX,
+                len: 2,
+            }],
+        ] {
+            let answer = Response::Held {
+                size: 10 * CHUNK_SIZE,
+                answer: 1,
+                held: Held::Toggled(runs.clone()),
+            };
+            assert!(answer.check().is_err(), "{runs:?}");
+        }
+        let short = Response::Held {
+            size: 10 * CHUNK_SIZE,
+            answer: 1,
+            held: Held::Whole(vec![0]),
+        };
+        assert!(short.check().is_err());
+    }
+
+    #[test]
     fn incomplete_frames_wait_for_more() {
         let frame = encode_frame(&Request::Have {
             hash: Hash::of(b"x"),
@@ -388,13 +523,16 @@ mod tests {
                     end: start + n
                 }
             ),
-            (hash, any::<u32>(), 1u64..=MAX_OUTBOARD_PER_GET).prop_map(|(hash, offset, len)| {
-                Request::GetOutboard {
-                    hash,
-                    offset: u64::from(offset),
-                    len,
+            (hash.clone(), any::<u32>(), 1u64..=MAX_OUTBOARD_PER_GET).prop_map(
+                |(hash, offset, len)| {
+                    Request::GetOutboard {
+                        hash,
+                        offset: u64::from(offset),
+                        len,
+                    }
                 }
-            }),
+            ),
+            (hash, any::<u64>()).prop_map(|(hash, since)| Request::HaveChanges { hash, since }),
         ]
     }
 
@@ -411,6 +549,24 @@ mod tests {
                 }
             ),
             Just(Response::Refused(Refusal::NotFound)),
+            (0u64..1 << 24, any::<u64>()).prop_map(|(size, answer)| Response::Held {
+                size,
+                answer,
+                held: Held::Whole(vec![0x55; chunk_count(size).div_ceil(8) as usize]),
+            }),
+            (
+                any::<u64>(),
+                proptest::collection::vec((0u64..100, 1u64..100), 0..20)
+            )
+                .prop_map(|(answer, runs)| Response::Held {
+                    size: 1 << 40,
+                    answer,
+                    held: Held::Toggled(
+                        runs.into_iter()
+                            .map(|(skip, len)| Run { skip, len })
+                            .collect()
+                    ),
+                }),
         ]
     }
 

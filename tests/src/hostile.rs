@@ -18,7 +18,7 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, noise, tcp, yamux};
 use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
 use p2pmodel_protocol::wire::{
-    MAX_FRAME, Refusal, Request, Response, decode_frame, encode_frame, frame_len,
+    self, MAX_FRAME, Refusal, Request, Response, decode_frame, encode_frame, frame_len,
 };
 use p2pmodel_protocol::{ChunkBitmap, Outboard};
 use tokio::sync::{mpsc, oneshot};
@@ -350,6 +350,7 @@ impl Held {
     fn honest(&self, request: &Request) -> Response {
         let hash = match request {
             Request::Have { hash }
+            | Request::HaveChanges { hash, .. }
             | Request::Get { hash, .. }
             | Request::GetOutboard { hash, .. } => *hash,
         };
@@ -362,6 +363,16 @@ impl Held {
                 bitmap: ChunkBitmap::full(chunk_count(self.size()))
                     .as_bytes()
                     .to_vec(),
+            },
+            // Always the whole bitmap: it never changes.
+            Request::HaveChanges { .. } => Response::Held {
+                size: self.size(),
+                answer: 1,
+                held: wire::Held::Whole(
+                    ChunkBitmap::full(chunk_count(self.size()))
+                        .as_bytes()
+                        .to_vec(),
+                ),
             },
             Request::Get { start, end, .. } => Response::Data {
                 size: self.size(),
@@ -407,6 +418,11 @@ impl Held {
             (Misbehaviour::LiesAboutSize, Response::Have { .. }) => Response::Have {
                 size: larger,
                 bitmap: ChunkBitmap::full(chunk_count(larger)).as_bytes().to_vec(),
+            },
+            (Misbehaviour::LiesAboutSize, Response::Held { answer, .. }) => Response::Held {
+                size: larger,
+                answer,
+                held: wire::Held::Whole(ChunkBitmap::full(chunk_count(larger)).as_bytes().to_vec()),
             },
             (Misbehaviour::LiesAboutSize, Response::Outboard { bytes, .. }) => Response::Outboard {
                 size: larger,

@@ -2,11 +2,12 @@
 //! blob, and fetching one piece from a peer, every chunk checked against
 //! the blob's hash before it is written.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use p2pmodel_protocol::wire::{Refusal, Request, Response};
+use p2pmodel_protocol::wire::{Held, Refusal, Request, Response, Run};
 use p2pmodel_protocol::{ChunkBitmap, decode_chunks};
 use tokio::sync::mpsc;
 
@@ -26,7 +27,11 @@ const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
 /// too: a seed shows a crowd only what it has not just sent to others.
 ///
 /// Each answer is used as it comes, and a peer is asked again only once
-/// it answered: a busy peer's late answer holds up nobody else's.
+/// it answered: a busy peer's late answer holds up nobody else's. Peers
+/// are asked for the changes since their last answer
+/// ([`Request::HaveChanges`]); after a failed ask, a peer is asked once the
+/// plain way ([`Request::Have`]), which nodes that do not know changes
+/// answer too.
 pub(super) async fn find(
     peers: Peers,
     shared: Arc<Shared>,
@@ -36,12 +41,14 @@ pub(super) async fn find(
     use futures_util::StreamExt;
     let mut tick = tokio::time::interval(refresh_interval(chunks));
     let mut asking = futures_util::stream::FuturesUnordered::new();
-    let mut in_flight = std::collections::HashSet::new();
+    let mut in_flight = HashSet::new();
+    // What each peer told last, and the peers to ask the plain way next.
+    let mut told: HashMap<PeerId, Told> = HashMap::new();
+    let mut plain = HashSet::new();
     // Peers asked in the first round and not answered yet; `peers_asked`
     // is set once, when it reaches zero.
     let mut first_round: Option<usize> = None;
     let mut all_asked = false;
-    let have = Request::Have { hash: peers.hash };
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -53,9 +60,16 @@ pub(super) async fn find(
                             && matches!(&source.kind, Kind::Peer { peer: known, .. } if *known == peer)
                     });
                     if !dropped && in_flight.insert(peer) {
-                        let (swarm, have) = (peers.swarm.clone(), have.clone());
+                        let request = if plain.remove(&peer) {
+                            Request::Have { hash: peers.hash }
+                        } else {
+                            let since = told.get(&peer).map_or(0, |last: &Told| last.answer);
+                            Request::HaveChanges { hash: peers.hash, since }
+                        };
+                        let swarm = peers.swarm.clone();
                         asking.push(async move {
-                            (peer, request_within(&swarm, peer, &have, HAVE_TIMEOUT).await)
+                            let answer = request_within(&swarm, peer, &request, HAVE_TIMEOUT).await;
+                            (peer, request, answer)
                         });
                     }
                 }
@@ -64,9 +78,14 @@ pub(super) async fn find(
                     first_round = Some(asking.len());
                 }
             }
-            Some((peer, answer)) = asking.next() => {
+            Some((peer, request, answer)) = asking.next() => {
                 in_flight.remove(&peer);
-                learn(&shared, peer, answer, chunks, &joined);
+                if answer.is_err() && matches!(request, Request::HaveChanges { .. }) {
+                    plain.insert(peer);
+                }
+                if let Some(held) = read_held(peer, answer, chunks, &mut told) {
+                    learn(&shared, peer, held, &joined);
+                }
                 if let Some(left) = &mut first_round {
                     *left = left.saturating_sub(1);
                 }
@@ -80,30 +99,66 @@ pub(super) async fn find(
     }
 }
 
-/// Takes in one peer's answer to `Have`.
-fn learn(
-    shared: &Shared,
+/// What a peer told in its last [`Response::Held`]: the answer's number
+/// and the bitmap it described.
+struct Told {
+    answer: u64,
+    held: ChunkBitmap,
+}
+
+/// The chunks `peer` holds, from its answer to `Have` or `HaveChanges`
+/// (changes are applied to what it told before, in `told`, which keeps
+/// the result); `None` for a refusal, a failure, or an answer that does
+/// not fit the blob.
+fn read_held(
     peer: PeerId,
     answer: Result<Response, crate::swarm::PeerError>,
     chunks: u64,
-    joined: &mpsc::Sender<usize>,
-) {
-    let held = match answer {
-        Ok(Response::Have { size, bitmap }) if chunks_of(size) == Some(chunks) => {
-            match ChunkBitmap::from_bytes(chunks, &bitmap) {
-                Ok(held) => held,
-                Err(error) => {
-                    tracing::debug!(%peer, %error, "peer sent a bad bitmap");
-                    return;
+    told: &mut HashMap<PeerId, Told>,
+) -> Option<ChunkBitmap> {
+    let held = match answer.ok()? {
+        Response::Have { size, bitmap } if chunks_of(size) == Some(chunks) => {
+            ChunkBitmap::from_bytes(chunks, &bitmap).ok()
+        }
+        Response::Held { size, answer, held } if chunks_of(size) == Some(chunks) => {
+            let last = told.remove(&peer);
+            let bitmap = match held {
+                Held::Whole(bytes) => ChunkBitmap::from_bytes(chunks, &bytes).ok(),
+                Held::Toggled(runs) => {
+                    last.zip(Run::ranges(&runs, chunks)).map(|(last, ranges)| {
+                        let mut bitmap = last.held;
+                        for range in ranges {
+                            bitmap.toggle_range(range);
+                        }
+                        bitmap
+                    })
                 }
+            };
+            if let Some(bitmap) = &bitmap {
+                told.insert(
+                    peer,
+                    Told {
+                        answer,
+                        held: bitmap.clone(),
+                    },
+                );
             }
+            bitmap
         }
-        Ok(Response::Have { size, .. }) => {
+        Response::Have { size, .. } | Response::Held { size, .. } => {
             tracing::debug!(%peer, size, "peer has a blob of another size under this hash");
-            return;
+            return None;
         }
-        _ => return,
+        _ => return None,
     };
+    if held.is_none() {
+        tracing::debug!(%peer, "peer sent a bitmap or changes that do not fit");
+    }
+    held
+}
+
+/// Takes in what one peer holds.
+fn learn(shared: &Shared, peer: PeerId, held: ChunkBitmap, joined: &mpsc::Sender<usize>) {
     let mut work = shared.lock();
     let known = work
         .sources
@@ -126,7 +181,9 @@ fn learn(
 
 /// How often peers are asked what they hold: four times a second, so that
 /// what one peer just got spreads before the others fetch it elsewhere;
-/// less often for huge blobs, so that bitmaps stay under 256 KiB/s per peer.
+/// less often for huge blobs, at most one bitmap's worth of 256 KiB per
+/// second per peer: answers are mostly changes, but each one still reads
+/// and compares the whole bitmap on the peer.
 fn refresh_interval(chunks: u64) -> Duration {
     let bitmap_bytes = chunks.div_ceil(8);
     Duration::from_millis(250).max(Duration::from_secs_f64(
@@ -223,7 +280,7 @@ impl Download {
 /// A short description of an unexpected answer (never its payload).
 fn describe(response: &Response) -> String {
     match response {
-        Response::Have { .. } => "a bitmap".into(),
+        Response::Have { .. } | Response::Held { .. } => "a bitmap".into(),
         Response::Data { size, .. } => format!("data for a blob of {size} bytes"),
         Response::Outboard { .. } => "an outboard".into(),
         Response::Refused(refusal) => format!("a refusal ({refusal:?})"),

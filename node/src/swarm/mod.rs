@@ -4,7 +4,9 @@
 //!
 //! - [`Swarm`] owns the libp2p event loop (one task) and is driven through
 //!   a command channel; cloning it is shallow.
-//! - `provider` answers requests from the store, with verified chunks only.
+//! - `provider` answers requests from the store, with verified chunks only;
+//!   `steer` and `told` decide what it shows each peer of a blob, and
+//!   whether as the changes since its last answer to that peer.
 //! - [`getter`] asks a peer and checks every chunk against the blob's root
 //!   before it is written.
 //!
@@ -26,6 +28,7 @@ pub mod getter;
 mod limits;
 mod provider;
 mod steer;
+mod told;
 mod transport;
 
 use std::collections::HashMap;

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{Budget, Ticket, Use};
 use super::frame;
 use super::steer::Steer;
+use super::told::Told;
 use crate::bandwidth::Bandwidth;
 
 /// Largest request body read (requests are small).
@@ -59,7 +60,7 @@ pub(crate) async fn serve(
 ) {
     use futures::StreamExt;
     let budget = Budget::new(LIMITS);
-    let steer = Arc::new(Steer::default());
+    let shown = Shown::default();
     let mut answers = tokio::task::JoinSet::new();
     while let Some(Some((peer, stream))) = stop.run_until_cancelled(incoming.next()).await {
         // Reap the finished ones so the set stays small.
@@ -70,7 +71,7 @@ pub(crate) async fn serve(
         };
         answers.spawn(answer_stream(
             store.clone(),
-            Arc::clone(&steer),
+            shown.clone(),
             peer,
             stream,
             ticket,
@@ -81,9 +82,17 @@ pub(crate) async fn serve(
     while answers.join_next().await.is_some() {}
 }
 
+/// What peers are shown of the blobs: steering, and what each was told
+/// last. Cloning is shallow.
+#[derive(Debug, Clone, Default)]
+struct Shown {
+    steer: Arc<Steer>,
+    told: Arc<Told>,
+}
+
 async fn answer_stream(
     store: Store,
-    steer: Arc<Steer>,
+    shown: Shown,
     peer: PeerId,
     mut stream: Stream,
     mut ticket: Ticket,
@@ -107,7 +116,7 @@ async fn answer_stream(
     };
     let (response, ticket) = if ticket.answer() {
         tokio::task::spawn_blocking(move || {
-            let response = answer(&store, &steer, peer, &request, &mut ticket);
+            let response = answer(&store, &shown, peer, &request, &mut ticket);
             (response, ticket)
         })
         .await
@@ -136,18 +145,20 @@ async fn answer_stream(
 
 /// The answer to `peer`'s request, from what the store holds, if `ticket`
 /// can reserve its bytes (else a busy refusal). What `peer` is shown of a
-/// whole blob, and sent of it, goes through `steer`.
+/// whole blob, and sent of it, goes through steering; what it was told
+/// last, through `shown.told`.
 fn answer(
     store: &Store,
-    steer: &Steer,
+    shown: &Shown,
     peer: PeerId,
     request: &Request,
     ticket: &mut Ticket,
 ) -> Response {
     let hash = match request {
-        Request::Have { hash } | Request::Get { hash, .. } | Request::GetOutboard { hash, .. } => {
-            *hash
-        }
+        Request::Have { hash }
+        | Request::HaveChanges { hash, .. }
+        | Request::Get { hash, .. }
+        | Request::GetOutboard { hash, .. } => *hash,
     };
     let readable = match store.readable(hash) {
         Ok(Some(readable)) => readable,
@@ -158,7 +169,7 @@ fn answer(
         }
     };
     let cost = match *request {
-        Request::Have { .. } => readable.present.as_bytes().len(),
+        Request::Have { .. } | Request::HaveChanges { .. } => readable.present.as_bytes().len(),
         Request::Get { start, end, .. } => ((end - start) * CHUNK_SIZE) as usize,
         Request::GetOutboard { len, .. } => len as usize,
     };
@@ -168,13 +179,25 @@ fn answer(
     let whole = readable.present.is_complete();
     match *request {
         Request::Have { .. } => {
-            let mut shown = readable.present;
+            let mut present = readable.present;
             if whole {
-                steer.hide(hash, peer, &mut shown);
+                shown.steer.hide(hash, peer, &mut present);
             }
             Response::Have {
                 size: readable.size,
-                bitmap: shown.as_bytes().to_vec(),
+                bitmap: present.as_bytes().to_vec(),
+            }
+        }
+        Request::HaveChanges { since, .. } => {
+            let mut present = readable.present;
+            if whole {
+                shown.steer.hide(hash, peer, &mut present);
+            }
+            let (answer, held) = shown.told.answer(hash, peer, since, present);
+            Response::Held {
+                size: readable.size,
+                answer,
+                held,
             }
         }
         Request::Get { start, end, .. } => {
@@ -184,14 +207,16 @@ fn answer(
             if (start..end).any(|chunk| !readable.present.get(chunk)) {
                 return Response::Refused(Refusal::NotFound);
             }
-            if whole && steer.hides(hash, peer, start..end) {
+            if whole && shown.steer.hides(hash, peer, start..end) {
                 // Just sent to another peer: fetch it from the crowd.
                 return Response::Refused(Refusal::Busy);
             }
             match readable.outboard.encode_chunks(&readable.data, start..end) {
                 Ok(encoded) if encoded.len() + 64 <= MAX_FRAME => {
                     if whole {
-                        steer.sent(hash, chunk_count(readable.size), start..end, peer);
+                        shown
+                            .steer
+                            .sent(hash, chunk_count(readable.size), start..end, peer);
                     }
                     Response::Data {
                         size: readable.size,
