@@ -48,6 +48,10 @@ struct Args {
     /// Writes report.json and report.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Prints how far the leechers are every this many seconds of
+    /// virtual time (to stderr).
+    #[arg(long, value_name = "SECONDS")]
+    watch: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +69,16 @@ fn main() -> anyhow::Result<()> {
         args.mbit.is_finite() && args.mbit > 0.0,
         "--mbit must be a positive number"
     );
+    let watch = match args.watch {
+        Some(seconds) => {
+            anyhow::ensure!(
+                seconds.is_finite() && seconds > 0.0,
+                "--watch must be a positive number of seconds"
+            );
+            Some(Duration::from_secs_f64(seconds))
+        }
+        None => None,
+    };
     let base = Base {
         leechers: args.nodes,
         blob_size: args.size_mib << 20,
@@ -90,8 +104,8 @@ fn main() -> anyhow::Result<()> {
             args.mbit,
             scenario.fluid_bound().as_secs_f64()
         );
-        let result =
-            run(&scenario, work.path()).with_context(|| format!("scenario {}", scenario.name))?;
+        let result = run(&scenario, work.path(), watch)
+            .with_context(|| format!("scenario {}", scenario.name))?;
         let summary = Summary::of(&result);
         eprint!("{}", table(std::slice::from_ref(&summary)));
         summaries.push(summary);

@@ -95,13 +95,17 @@ pub struct RunResult {
 ///
 /// # Errors
 /// When the run cannot be set up; see [`RunError`].
-pub fn run(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
+pub fn run(
+    scenario: &Scenario,
+    work: &Path,
+    watch: Option<Duration>,
+) -> Result<RunResult, RunError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()?;
     let started = std::time::Instant::now();
-    let mut result = runtime.block_on(play(scenario, work))?;
+    let mut result = runtime.block_on(play(scenario, work, watch))?;
     result.wall = started.elapsed();
     Ok(result)
 }
@@ -208,7 +212,11 @@ struct Plan {
     peers: Vec<Multiaddr>,
 }
 
-async fn play(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
+async fn play(
+    scenario: &Scenario,
+    work: &Path,
+    watch: Option<Duration>,
+) -> Result<RunResult, RunError> {
     let start = Instant::now();
     let bytes = blob(scenario.blob_size, scenario.seed);
     let (source, hash) = match scenario.distribution {
@@ -251,6 +259,7 @@ async fn play(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
         )),
         _ => None,
     };
+    let watching = watch.map(|every| tokio::spawn(print_progress(context.clone(), every)));
     let tasks: Vec<_> = plans
         .into_iter()
         .map(|plan| tokio::spawn(leecher(context.clone(), plan)))
@@ -264,8 +273,8 @@ async fn play(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
         leechers.push(outcome);
         nodes.extend(node);
     }
-    if let Some(leaving) = leaving {
-        leaving.abort();
+    for task in [leaving, watching].into_iter().flatten() {
+        task.abort();
     }
     if let Source::Swarm { net, .. } = &context.source {
         for (outcome, host) in leechers.iter_mut().zip(1..) {
@@ -285,6 +294,39 @@ async fn play(scenario: &Scenario, work: &Path) -> Result<RunResult, RunError> {
         seed_sent,
         wall: Duration::ZERO,
     })
+}
+
+/// Prints, every `every` of virtual time, what the seed (or origin) has
+/// sent and how much of the blob the running leechers hold: how a run
+/// unfolds, to tell a slow start from a slow end.
+async fn print_progress(context: Arc<Context>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let nodes: Vec<Node> = context
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut held: Vec<u64> = nodes
+            .iter()
+            .filter_map(|node| node.store().readable(context.hash).ok().flatten())
+            .map(|readable| readable.present.count() * 100 / readable.present.len().max(1))
+            .collect();
+        held.sort_unstable();
+        let percent = |at: usize| held.get(at).map_or("-".to_owned(), |p| format!("{p}%"));
+        eprintln!(
+            "  {:>7.1} s  from seed {:>6} MiB  {} running: held min {} / median {} / max {}",
+            context.start.elapsed().as_secs_f64(),
+            context.source.seed_sent() >> 20,
+            held.len(),
+            percent(0),
+            percent(held.len() / 2),
+            percent(held.len().saturating_sub(1)),
+        );
+    }
 }
 
 /// Every leecher's link, start, crash and peers, drawn from the

@@ -24,7 +24,7 @@ fn base() -> Base {
 
 fn play(kind: Kind) -> Summary {
     let work = tempfile::tempdir().unwrap();
-    let result = run(&Scenario::preset(kind, base()), work.path()).expect("the run starts");
+    let result = run(&Scenario::preset(kind, base()), work.path(), None).expect("the run starts");
     let summary = Summary::of(&result);
     eprintln!("{summary:#?}");
     summary
