@@ -34,8 +34,15 @@ use crate::mirror::{HttpConfig, MirrorClient, Probe};
 use crate::progress::{Phase, ProgressTracker};
 use crate::swarm::{Swarm, getter};
 
-/// Rounds over the peers holding a blob to get its outboard from one.
+/// Rounds over the peers holding a blob to get its outboard from one, at
+/// least.
 const OUTBOARD_ROUNDS: u32 = 3;
+/// How long peers whose streams failed or answered late are asked again
+/// for the outboard, beyond those rounds: in a flash crowd a seed's
+/// uplink can be queued for seconds.
+const OUTBOARD_PATIENCE: Duration = Duration::from_secs(30);
+/// Longest pause between rounds (the first is 500 ms, doubling).
+const OUTBOARD_PAUSE: Duration = Duration::from_secs(4);
 /// Times a download whose source changed under it is started again.
 const MAX_RESTARTS: u32 = 3;
 
@@ -701,8 +708,10 @@ impl Fetcher {
 
     /// The outboard of `hash` from the first of `candidates` (each with
     /// the size it gives) whose copy matches the hash, and that size; else
-    /// what each did wrong. A few rounds: a connection may close under the
-    /// first request.
+    /// what each did wrong. [`OUTBOARD_ROUNDS`] rounds, then more for up
+    /// to [`OUTBOARD_PATIENCE`] while some peer's failure was transient (a
+    /// connection may close under the first request, a seed in a crowd
+    /// may answer late); a peer that answered wrongly is not asked again.
     async fn outboard_from_peers(
         &self,
         hash: Hash,
@@ -711,25 +720,38 @@ impl Fetcher {
         let Some(swarm) = self.swarm.as_ref().filter(|_| !candidates.is_empty()) else {
             return Err(Vec::new());
         };
+        let started = tokio::time::Instant::now();
+        let mut asking: Vec<(PeerId, u64)> = candidates.to_vec();
         let mut failures = Vec::new();
-        for round in 0..OUTBOARD_ROUNDS {
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut pause = Duration::from_millis(500);
+        for round in 0.. {
+            let patient = round < OUTBOARD_ROUNDS || started.elapsed() < OUTBOARD_PATIENCE;
+            if asking.is_empty() || !patient {
+                break;
             }
-            failures.clear();
-            for (peer, size) in candidates {
-                match getter::fetch_outboard(swarm, *peer, hash, *size).await {
+            if round > 0 {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(OUTBOARD_PAUSE);
+            }
+            let mut again = Vec::new();
+            for (peer, size) in asking {
+                match getter::fetch_outboard(swarm, peer, hash, size).await {
                     Ok(outboard) => {
                         tracing::debug!(%peer, "using the outboard of a peer");
-                        return Ok((outboard, *size));
+                        return Ok((outboard, size));
                     }
                     Err(error) => {
-                        failures.push(format!("peer {peer}: no usable outboard: {error}"));
+                        failures.retain(|(failed, _)| *failed != peer);
+                        failures.push((peer, format!("peer {peer}: no usable outboard: {error}")));
+                        if error.is_transient() {
+                            again.push((peer, size));
+                        }
                     }
                 }
             }
+            asking = again;
         }
-        Err(failures)
+        Err(failures.into_iter().map(|(_, failure)| failure).collect())
     }
 
     /// Without an outboard, bytes must come from one mirror: the one an

@@ -103,6 +103,16 @@ pub enum PeerError {
     NoQuic(Multiaddr),
 }
 
+impl PeerError {
+    /// True for failures that asking again may cure: the stream failed,
+    /// could not be opened, or the answer was late (a busy peer, a
+    /// connection closing); false when the peer answered wrongly or the
+    /// request cannot be made.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Io(_) | Self::Open(_) | Self::Timeout(_))
+    }
+}
+
 /// Refuses `addr` when it is a QUIC address and this build has no QUIC
 /// (see [`QUIC`]); lets every other address through.
 ///
