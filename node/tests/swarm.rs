@@ -112,26 +112,37 @@ async fn a_peer_lends_its_outboard_so_a_plain_mirror_is_checked_per_chunk() {
     assert!(from_peer(&progress.borrow(), &seed) > 0);
 }
 
-#[tokio::test]
-async fn a_partial_peer_serves_its_verified_chunks_and_refuses_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let (seed_store, seed) = swarm(&dir, "seed");
-    let (_, leech) = swarm(&dir, "leech");
-    let data = generate(8 * CHUNK_SIZE, 2);
-    let outboard = Outboard::compute(&data[..], data.len() as u64).unwrap();
-    let hash = outboard.hash();
-    seed_store.put_partial_outboard(&outboard).unwrap();
-    let partial = seed_store
+/// A swarm whose store holds the first `chunks` chunks of `data`,
+/// verified and committed, as a partial; returns the blob's hash, the
+/// partial (to add chunks) and the swarm.
+fn partial_peer(
+    dir: &tempfile::TempDir,
+    data: &[u8],
+    chunks: usize,
+) -> (Hash, p2pmodel_store::Partial, Swarm) {
+    let (store, swarm) = swarm(dir, "partial");
+    let outboard = Outboard::compute(data, data.len() as u64).unwrap();
+    store.put_partial_outboard(&outboard).unwrap();
+    let partial = store
         .open_partial(
-            PartialKey::Blob(hash),
+            PartialKey::Blob(outboard.hash()),
             data.len() as u64,
             PartialMode::Verified,
         )
         .unwrap();
     partial
-        .write_chunks(0, &data[..4 * CHUNK_SIZE as usize])
+        .write_chunks(0, &data[..chunks * CHUNK_SIZE as usize])
         .unwrap();
     partial.commit().unwrap();
+    (outboard.hash(), partial, swarm)
+}
+
+#[tokio::test]
+async fn a_partial_peer_serves_its_verified_chunks_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(8 * CHUNK_SIZE, 2);
+    let (hash, _partial, seed) = partial_peer(&dir, &data, 4);
+    let (_, leech) = swarm(&dir, "leech");
     let peer = leech.dial(listen_addr(&seed).await).await.unwrap();
 
     match getter::request(&leech, peer, &Request::Have { hash })
@@ -170,24 +181,10 @@ async fn a_partial_peer_serves_its_verified_chunks_and_refuses_the_rest() {
 #[tokio::test]
 async fn a_partial_peer_tells_what_it_gained_since_its_last_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let (seed_store, seed) = swarm(&dir, "seed");
-    let (_, leech) = swarm(&dir, "leech");
     // 4,096 chunks: a bitmap of 512 bytes.
     let data = generate(64 * MIB, 4);
-    let outboard = Outboard::compute(&data[..], data.len() as u64).unwrap();
-    let hash = outboard.hash();
-    seed_store.put_partial_outboard(&outboard).unwrap();
-    let partial = seed_store
-        .open_partial(
-            PartialKey::Blob(hash),
-            data.len() as u64,
-            PartialMode::Verified,
-        )
-        .unwrap();
-    partial
-        .write_chunks(0, &data[..CHUNK_SIZE as usize])
-        .unwrap();
-    partial.commit().unwrap();
+    let (hash, partial, seed) = partial_peer(&dir, &data, 1);
+    let (_, leech) = swarm(&dir, "leech");
     let peer = leech.dial(listen_addr(&seed).await).await.unwrap();
 
     let ask = async |since| {

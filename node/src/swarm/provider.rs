@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream};
+use p2pmodel_protocol::ChunkBitmap;
 use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
 use p2pmodel_protocol::verified::outboard_size;
 use p2pmodel_protocol::wire::{MAX_FRAME, Refusal, Request, Response, encode_frame};
@@ -88,6 +89,16 @@ pub(crate) async fn serve(
 struct Shown {
     steer: Arc<Steer>,
     told: Arc<Told>,
+}
+
+impl Shown {
+    /// Hides from `present`, when it holds the whole blob `hash`, what
+    /// steering keeps from `peer` for now.
+    fn steer_whole(&self, hash: p2pmodel_protocol::Hash, peer: PeerId, present: &mut ChunkBitmap) {
+        if present.is_complete() {
+            self.steer.hide(hash, peer, present);
+        }
+    }
 }
 
 async fn answer_stream(
@@ -180,9 +191,7 @@ fn answer(
     match *request {
         Request::Have { .. } => {
             let mut present = readable.present;
-            if whole {
-                shown.steer.hide(hash, peer, &mut present);
-            }
+            shown.steer_whole(hash, peer, &mut present);
             Response::Have {
                 size: readable.size,
                 bitmap: present.as_bytes().to_vec(),
@@ -190,9 +199,7 @@ fn answer(
         }
         Request::HaveChanges { since, .. } => {
             let mut present = readable.present;
-            if whole {
-                shown.steer.hide(hash, peer, &mut present);
-            }
+            shown.steer_whole(hash, peer, &mut present);
             let (answer, held) = shown.told.answer(hash, peer, since, present);
             Response::Held {
                 size: readable.size,
