@@ -151,8 +151,9 @@ impl Context {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)[index] = node;
     }
 
-    /// True once the running leechers together hold every chunk.
-    fn copy_is_out(&self) -> bool {
+    /// What each running leecher holds of the blob (those that hold
+    /// nothing yet are left out).
+    fn held_by_running(&self) -> Vec<ChunkBitmap> {
         let nodes: Vec<Node> = self
             .live
             .lock()
@@ -161,12 +162,17 @@ impl Context {
             .flatten()
             .cloned()
             .collect();
+        nodes
+            .iter()
+            .filter_map(|node| node.store().readable(self.hash).ok().flatten())
+            .map(|readable| readable.present)
+            .collect()
+    }
+
+    /// True once the running leechers together hold every chunk.
+    fn copy_is_out(&self) -> bool {
         let mut union: Option<(u64, Vec<u8>)> = None;
-        for node in nodes {
-            let Ok(Some(readable)) = node.store().readable(self.hash) else {
-                continue;
-            };
-            let present = readable.present;
+        for present in self.held_by_running() {
             let (_, bytes) =
                 union.get_or_insert_with(|| (present.len(), vec![0; present.as_bytes().len()]));
             for (all, held) in bytes.iter_mut().zip(present.as_bytes()) {
@@ -302,18 +308,10 @@ async fn play(
 async fn print_progress(context: Arc<Context>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        let nodes: Vec<Node> = context
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let mut held: Vec<u64> = context
+            .held_by_running()
             .iter()
-            .flatten()
-            .cloned()
-            .collect();
-        let mut held: Vec<u64> = nodes
-            .iter()
-            .filter_map(|node| node.store().readable(context.hash).ok().flatten())
-            .map(|readable| readable.present.count() * 100 / readable.present.len().max(1))
+            .map(|present| present.count() * 100 / present.len().max(1))
             .collect();
         held.sort_unstable();
         let percent = |at: usize| held.get(at).map_or("-".to_owned(), |p| format!("{p}%"));

@@ -188,11 +188,7 @@ impl Pieces {
             state => {
                 debug_assert!(matches!(state, State::Wanted));
                 let done = CancellationToken::new();
-                *state = State::Taken {
-                    takers: vec![source],
-                    done: done.clone(),
-                };
-                self.unwant(piece);
+                self.claim(piece, source, done.clone());
                 done
             }
         };
@@ -201,6 +197,16 @@ impl Pieces {
             chunks,
             done,
         }
+    }
+
+    /// The wanted `piece` is taken by `source` alone, finished when `done`
+    /// fires.
+    fn claim(&mut self, piece: usize, source: usize, done: CancellationToken) {
+        self.states[piece] = State::Taken {
+            takers: vec![source],
+            done,
+        };
+        self.unwant(piece);
     }
 
     /// Stretches `pick`, a piece `source` has just taken, over the wanted
@@ -218,11 +224,7 @@ impl Pieces {
             if !matches!(self.states.get(next), Some(State::Wanted)) || !serves(self.chunks(next)) {
                 return;
             }
-            self.states[next] = State::Taken {
-                takers: vec![source],
-                done: pick.done.clone(),
-            };
-            self.unwant(next);
+            self.claim(next, source, pick.done.clone());
             pick.pieces.end += 1;
             pick.chunks.end = self.chunks(next).end;
         }

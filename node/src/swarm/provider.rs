@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream};
-use p2pmodel_protocol::ChunkBitmap;
 use p2pmodel_protocol::chunks::{CHUNK_SIZE, chunk_count};
 use p2pmodel_protocol::verified::outboard_size;
 use p2pmodel_protocol::wire::{MAX_FRAME, Refusal, Request, Response, encode_frame};
@@ -89,16 +88,6 @@ pub(crate) async fn serve(
 struct Shown {
     steer: Arc<Steer>,
     told: Arc<Told>,
-}
-
-impl Shown {
-    /// Hides from `present`, when it holds the whole blob `hash`, what
-    /// steering keeps from `peer` for now.
-    fn steer_whole(&self, hash: p2pmodel_protocol::Hash, peer: PeerId, present: &mut ChunkBitmap) {
-        if present.is_complete() {
-            self.steer.hide(hash, peer, present);
-        }
-    }
 }
 
 async fn answer_stream(
@@ -188,18 +177,17 @@ fn answer(
         return Response::Refused(Refusal::Busy);
     }
     let whole = readable.present.is_complete();
+    // What `peer` is shown: of a whole blob, less what steering hides.
+    let mut present = readable.present;
+    if whole && matches!(request, Request::Have { .. } | Request::HaveChanges { .. }) {
+        shown.steer.hide(hash, peer, &mut present);
+    }
     match *request {
-        Request::Have { .. } => {
-            let mut present = readable.present;
-            shown.steer_whole(hash, peer, &mut present);
-            Response::Have {
-                size: readable.size,
-                bitmap: present.as_bytes().to_vec(),
-            }
-        }
+        Request::Have { .. } => Response::Have {
+            size: readable.size,
+            bitmap: present.as_bytes().to_vec(),
+        },
         Request::HaveChanges { since, .. } => {
-            let mut present = readable.present;
-            shown.steer_whole(hash, peer, &mut present);
             let (answer, held) = shown.told.answer(hash, peer, since, present);
             Response::Held {
                 size: readable.size,
@@ -211,7 +199,7 @@ fn answer(
             if end > chunk_count(readable.size) {
                 return Response::Refused(Refusal::Invalid);
             }
-            if (start..end).any(|chunk| !readable.present.get(chunk)) {
+            if (start..end).any(|chunk| !present.get(chunk)) {
                 return Response::Refused(Refusal::NotFound);
             }
             if whole && shown.steer.hides(hash, peer, start..end) {
