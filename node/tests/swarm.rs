@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use libp2p::Multiaddr;
-use p2pmodel_node::swarm::{Swarm, SwarmConfig, getter};
+use p2pmodel_node::swarm::{Encryption, Swarm, SwarmConfig, getter};
 use p2pmodel_node::{FetchRequest, Node, NodeBuilder};
 use p2pmodel_protocol::Hash;
 use p2pmodel_protocol::Outboard;
@@ -61,6 +61,47 @@ async fn a_blob_moves_from_a_seed_to_a_peer_verified() {
     let progress = progress.borrow().clone();
     assert_eq!(progress.done, data.len() as u64);
     assert_eq!(from_peer(&progress, &seed), data.len() as u64);
+}
+
+#[tokio::test]
+async fn a_peer_that_speaks_only_noise_still_fetches_from_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(2 * MIB + 5, 7);
+    let (_seed, hash, addr) = seed(&dir, "seed", &data).await;
+    let leech = NodeBuilder::new(dir.path().join("leech"))
+        .swarm(SwarmConfig::default().with_encryption(Encryption::Noise))
+        .spawn()
+        .unwrap();
+
+    let fetched = leech
+        .fetch(FetchRequest::hash(hash).with_peer(addr))
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(fetched.path()).unwrap(), data);
+}
+
+#[tokio::test]
+async fn dialing_a_peer_under_another_peer_id_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, listener) = swarm(&dir, "listener");
+    let addr = listen_addr(&listener).await;
+    let impostor = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    for encryption in [Encryption::Tls, Encryption::Noise] {
+        let store = Store::open(dir.path().join(format!("{encryption:?}"))).unwrap();
+        let dialer =
+            Swarm::spawn(store, SwarmConfig::default().with_encryption(encryption)).unwrap();
+        let wrong = addr
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(impostor));
+        assert!(dialer.dial(wrong).await.is_err(), "{encryption:?}");
+        let right = addr
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(listener.peer_id()));
+        assert_eq!(dialer.dial(right).await.unwrap(), listener.peer_id());
+    }
 }
 
 #[tokio::test]

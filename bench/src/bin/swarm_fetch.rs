@@ -1,7 +1,9 @@
 //! One peer to one peer over loopback: p2pmodel's swarm fetch (libp2p TCP +
-//! noise + yamux, every chunk verified, written to the store) against a raw
-//! TCP copy of the same file in the same run. Built with the `quic`
-//! feature, it also fetches over libp2p QUIC in each round.
+//! TLS 1.3 with AES-GCM + yamux, every chunk verified, written to the
+//! store) against a raw TCP copy of the same file in the same run, and the
+//! same fetch over noise (ChaCha20-Poly1305, libp2p's usual encryption).
+//! Built with the `quic` feature, it also fetches over libp2p QUIC in each
+//! round.
 //!
 //! Run with:
 //! `cargo run --release -p p2pmodel-bench --bin swarm-fetch -- [SIZE_MIB] [ROUNDS]`
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use p2pmodel_node::swarm::is_quic;
-use p2pmodel_node::swarm::{Swarm, SwarmConfig};
+use p2pmodel_node::swarm::{Encryption, Swarm, SwarmConfig};
 use p2pmodel_node::{CancellationToken, Fetcher, FetcherConfig, ProgressTracker};
 use p2pmodel_protocol::Hash;
 use p2pmodel_store::Store;
@@ -55,23 +57,28 @@ async fn main() -> Result<()> {
     let (quic_addrs, tcp_addrs): (Vec<_>, Vec<_>) = addrs.into_iter().partition(is_quic);
     println!("file: {size_mib} MiB, hash {hash}; {rounds} rounds, median shown");
 
-    let (mut tcp, mut swarm, mut quic) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut tcp, mut swarm, mut noise, mut quic) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let dir = work.path().join(format!("round-{round}"));
         std::fs::create_dir_all(&dir)?;
         tcp.push(measured(raw_tcp_copy(&source, &dir.join("tcp"))).await?);
         std::fs::remove_dir_all(dir.join("tcp")).ok();
-        // QUIC goes first in odd rounds, so that neither always runs on a
+        // The order turns over every round, so that none always runs on a
         // warmer page cache.
-        let mut fetches = vec![(&tcp_addrs[0], &mut swarm, "swarm-tcp")];
+        let mut fetches = vec![
+            (&tcp_addrs[0], &mut swarm, "swarm-tls", Encryption::Tls),
+            (&tcp_addrs[0], &mut noise, "swarm-noise", Encryption::Noise),
+        ];
         if let Some(addr) = quic_addrs.first() {
-            fetches.push((addr, &mut quic, "swarm-quic"));
-            if round % 2 == 1 {
-                fetches.reverse();
-            }
+            fetches.push((addr, &mut quic, "swarm-quic", Encryption::Tls));
         }
-        for (addr, times, name) in fetches {
-            times.push(measured(peer_fetch(&dir.join(name), hash, addr)).await?);
+        let turn = round % fetches.len();
+        fetches.rotate_left(turn);
+        for (addr, times, name, encryption) in fetches {
+            let leech_dir = dir.join(name);
+            let fetch = peer_fetch(&leech_dir, hash, addr, encryption);
+            times.push(measured(fetch).await?);
             std::fs::remove_dir_all(dir.join(name)).ok();
         }
     }
@@ -93,12 +100,18 @@ async fn main() -> Result<()> {
     );
     row("raw TCP copy (baseline)", tcp);
     let swarm = median(&swarm);
-    row("p2pmodel peer fetch, TCP (verified)", swarm);
+    row("p2pmodel peer fetch, TCP+TLS (verified)", swarm);
+    let noise = median(&noise);
+    row("p2pmodel peer fetch, TCP+noise (verified)", noise);
+    println!(
+        "TLS (AES-GCM) peer fetch / noise peer fetch (speed): {:.2}",
+        noise.wall.as_secs_f64() / swarm.wall.as_secs_f64()
+    );
     if !quic.is_empty() {
         let quic = median(&quic);
         row("p2pmodel peer fetch, QUIC (verified)", quic);
         println!(
-            "QUIC peer fetch / TCP peer fetch (speed): {:.2}",
+            "QUIC peer fetch / TCP+TLS peer fetch (speed): {:.2}",
             swarm.wall.as_secs_f64() / quic.wall.as_secs_f64()
         );
     }
@@ -106,11 +119,18 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// One leech, on a fresh store in `dir`, dials the seed at `addr` and
-/// fetches `hash` from it; the time from the dial to the verified blob.
-async fn peer_fetch(dir: &Path, hash: Hash, addr: &Multiaddr) -> Result<Duration> {
+/// One leech, on a fresh store in `dir`, dials the seed at `addr` with
+/// `encryption` and fetches `hash` from it; the time from the dial to the
+/// verified blob.
+async fn peer_fetch(
+    dir: &Path,
+    hash: Hash,
+    addr: &Multiaddr,
+    encryption: Encryption,
+) -> Result<Duration> {
     let store = Store::open(dir)?;
-    let leech = Swarm::spawn(store.clone(), SwarmConfig::default())?;
+    let config = SwarmConfig::default().with_encryption(encryption);
+    let leech = Swarm::spawn(store.clone(), config)?;
     let started = Instant::now();
     leech.dial(addr.clone()).await?;
     Fetcher::new(store, FetcherConfig::default())

@@ -27,7 +27,9 @@ mod frame;
 pub mod getter;
 mod limits;
 mod provider;
+mod security;
 mod steer;
+mod tls;
 mod told;
 mod transport;
 
@@ -55,6 +57,8 @@ use tokio_util::sync::CancellationToken;
 use crate::bandwidth::Bandwidth;
 
 pub use libp2p::Multiaddr;
+pub use security::{Encryption, HandshakeError, SecuritySetupError};
+pub use tls::TlsSetupError;
 pub use transport::{QUIC, RawStream, RawTransport, TransportFactory, is_quic};
 
 /// The chunk exchange protocol (see `p2pmodel_protocol::wire`).
@@ -172,6 +176,9 @@ pub struct SwarmConfig {
     /// `None`). The handshake's timer runs on the wall clock, so a
     /// simulation in virtual time sets it long.
     pub handshake_timeout: Option<Duration>,
+    /// How connections over TCP (or a given transport) are encrypted:
+    /// TLS 1.3 with AES-GCM first, noise accepted too, by default.
+    pub encryption: Encryption,
 }
 
 impl SwarmConfig {
@@ -192,6 +199,12 @@ impl SwarmConfig {
     /// Gives a connection's handshake up to `timeout`.
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = Some(timeout);
+        self
+    }
+
+    /// Encrypts connections with `encryption`.
+    pub fn with_encryption(mut self, encryption: Encryption) -> Self {
+        self.encryption = encryption;
         self
     }
 
@@ -269,7 +282,9 @@ impl Swarm {
         let setup = |e: &dyn std::fmt::Display| PeerError::Setup(e.to_string());
         let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_other_transport(|key| transport::authenticated(key, config.transport.as_ref()))
+            .with_other_transport(|key| {
+                transport::authenticated(key, config.transport.as_ref(), config.encryption)
+            })
             .map_err(|e| setup(&e))?
             .with_behaviour(|key| {
                 Ok(Behaviour {

@@ -1,9 +1,9 @@
 //! The byte streams under the swarm: TCP by default (with QUIC beside it
 //! when built with the `quic` feature), or a transport the caller gives in
-//! [`SwarmConfig`](super::SwarmConfig) (a simulated network, say). Noise and
-//! yamux go on top of TCP and of a given transport, so the rest of the
-//! swarm runs the same code over both; QUIC brings its own encryption (TLS
-//! 1.3) and streams.
+//! [`SwarmConfig`](super::SwarmConfig) (a simulated network, say).
+//! Encryption ([`security`](super::security)) and yamux go on top of TCP
+//! and of a given transport, so the rest of the swarm runs the same code
+//! over both; QUIC brings its own encryption (TLS 1.3) and streams.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,9 +14,10 @@ use libp2p::core::transport::{Boxed, Transport};
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, noise, tcp};
+use libp2p::{Multiaddr, PeerId, tcp};
 
 use super::limits;
+use super::security::{Encryption, Secure};
 
 /// True if and only if this build can listen on and dial QUIC addresses
 /// (`/udp/PORT/quic-v1`): the crate was built with its `quic` feature.
@@ -55,11 +56,12 @@ pub fn is_quic(addr: &Multiaddr) -> bool {
 }
 
 /// The transport a swarm with identity `key` uses: `raw` (TCP when `None`)
-/// with noise and yamux on top; with the `quic` feature and no `raw`, QUIC
-/// beside TCP.
+/// with `encryption` and yamux on top; with the `quic` feature and no
+/// `raw`, QUIC beside TCP.
 pub(super) fn authenticated(
     key: &Keypair,
     raw: Option<&TransportFactory>,
+    encryption: Encryption,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
     let (raw, builtin) = match raw {
         Some(factory) => ((factory.0)(), false),
@@ -72,7 +74,7 @@ pub(super) fn authenticated(
     };
     let secured = raw
         .upgrade(Version::V1Lazy)
-        .authenticate(noise::Config::new(key)?)
+        .authenticate(Secure::new(key, encryption)?)
         .multiplex(limits::yamux())
         .boxed();
     Ok(if builtin {
