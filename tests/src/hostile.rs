@@ -54,6 +54,28 @@ pub enum Misbehaviour {
     Endless,
 }
 
+impl std::str::FromStr for Misbehaviour {
+    type Err = String;
+
+    /// A variant by its name in kebab case: `flip-byte`, `wrong-size`,
+    /// `lies-about-size`, `other-blob`, `refuse-get`, `silent`, `trickle`,
+    /// `oversized`, `endless`.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Ok(match name {
+            "flip-byte" => Self::FlipByte,
+            "wrong-size" => Self::WrongSize,
+            "lies-about-size" => Self::LiesAboutSize,
+            "other-blob" => Self::OtherBlob,
+            "refuse-get" => Self::RefuseGet,
+            "silent" => Self::Silent,
+            "trickle" => Self::Trickle,
+            "oversized" => Self::Oversized,
+            "endless" => Self::Endless,
+            other => return Err(format!("no misbehaviour is called {other:?}")),
+        })
+    }
+}
+
 /// A hostile libp2p peer on 127.0.0.1. Dropping it stops it.
 pub struct HostilePeer {
     peer_id: PeerId,

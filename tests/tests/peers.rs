@@ -1,6 +1,7 @@
 //! Fetching over the swarm as users do on a LAN, peers dialled directly:
-//! a seeding daemon, a seed with three leechers that feed each other, a
-//! seed killed mid-transfer, and a node that suspends.
+//! a seeding daemon, a seed with three leechers that feed each other, two
+//! seeds at once, a peer process that corrupts chunks, a seed killed
+//! mid-transfer, and a node that suspends.
 
 use std::time::Duration;
 
@@ -65,6 +66,99 @@ async fn a_daemon_seeds_and_a_peer_fetches_from_it() {
         !addrs_file.exists(),
         "the address file goes with the daemon"
     );
+}
+
+#[tokio::test]
+async fn a_leecher_with_two_seed_daemons_receives_chunks_from_both() {
+    let size = 16 * MIB;
+    let data = generate(size, 21);
+    let (first, hash) = seeded(&data).await;
+    let (second, same) = seeded(&data).await;
+    assert_eq!(hash, same);
+    // Each seed uploads 8 MiB/s: neither alone keeps up with the leecher.
+    let (mut a, a_addr) = start_daemon_with(&first, &["--upload-limit", "8M"]).await;
+    let (mut b, b_addr) = start_daemon_with(&second, &["--upload-limit", "8M"]).await;
+
+    let leech = Workspace::new();
+    let target = leech.path("model.bin");
+    let target = target.to_str().unwrap();
+    let out = leech
+        .run(&[
+            "fetch", &hash, "--json", "--peer", &a_addr, "--peer", &b_addr, "-o", target,
+        ])
+        .await;
+    assert_ok(&out);
+    assert_eq!(b3sum(std::path::Path::new(target)), hash);
+    let last = last_progress(&String::from_utf8_lossy(&out.stdout));
+    let from_a = bytes_from(&last, &format!("peer {}", peer_id(&a_addr)));
+    let from_b = bytes_from(&last, &format!("peer {}", peer_id(&b_addr)));
+    println!("seed A sent {from_a} bytes, seed B {from_b}");
+    assert_eq!(from_a + from_b, size, "every byte came from the two seeds");
+    assert!(
+        from_a >= size / 4 && from_b >= size / 4,
+        "both seeds sent a fair share: {from_a} and {from_b} bytes"
+    );
+    a.kill().await.unwrap();
+    b.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_peer_process_that_corrupts_chunks_is_dropped_and_the_fetch_completes() {
+    let size = 8 * MIB;
+    let data = generate(size, 22);
+    let (seed, hash) = seeded(&data).await;
+    let (mut daemon, seed_addr) = start_daemon_with(&seed, &["--upload-limit", "8M"]).await;
+    let served = seed.path("served.bin");
+    std::fs::write(&served, &data).unwrap();
+    // A process that answers every request with one byte of chunk data
+    // flipped (and the rest honestly).
+    let mut hostile = tokio::process::Command::new(env!("CARGO_BIN_EXE_hostile-peer"))
+        .arg(&served)
+        .arg("flip-byte")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(hostile.stdout.take().unwrap()).lines();
+    let hostile_addr = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the hostile peer prints its address")
+        .unwrap()
+        .expect("an address line");
+
+    let leech = Workspace::new();
+    let target = leech.path("model.bin");
+    let target = target.to_str().unwrap();
+    // The hostile peer first, so that it is dialled and asked first.
+    let out = leech
+        .run(&[
+            "fetch",
+            &hash,
+            "--json",
+            "--peer",
+            &hostile_addr,
+            "--peer",
+            &seed_addr,
+            "-o",
+            target,
+        ])
+        .await;
+    assert_ok(&out);
+    assert_eq!(b3sum(std::path::Path::new(target)), hash);
+    let hostile_id = peer_id(&hostile_addr);
+    let last = last_progress(&String::from_utf8_lossy(&out.stdout));
+    let from_hostile = bytes_from(&last, &format!("peer {hostile_id}"));
+    assert!(
+        from_hostile <= 4 * MIB,
+        "at most the pieces in flight to it when it was dropped came from the hostile peer: {from_hostile} bytes"
+    );
+    let log = stderr(&out);
+    assert!(
+        log.contains("dropping peer") && log.contains(hostile_id),
+        "the log names the dropped peer: {log}"
+    );
+    hostile.kill().await.unwrap();
+    daemon.kill().await.unwrap();
 }
 
 #[tokio::test]
