@@ -117,16 +117,10 @@ where
                     .accept(socket)
                     .await
                     .map_err(HandshakeError::Tls)?;
-                let peer = tls::peer_id(stream.get_ref().1).map_err(certificate_refused)?;
-                Ok((peer, Either::Left(stream.into())))
+                over_tls(stream.into())
             }
             .boxed(),
-            _ => self
-                .noise
-                .upgrade_inbound(socket, "/noise")
-                .map_ok(|(peer, output)| (peer, Either::Right(output)))
-                .map_err(HandshakeError::Noise)
-                .boxed(),
+            _ => over_noise(self.noise.upgrade_inbound(socket, "/noise")),
         }
     }
 }
@@ -146,20 +140,29 @@ where
                     .connect(tls::no_server_name(), socket)
                     .await
                     .map_err(HandshakeError::Tls)?;
-                let peer = tls::peer_id(stream.get_ref().1).map_err(certificate_refused)?;
-                Ok((peer, Either::Left(stream.into())))
+                over_tls(stream.into())
             }
             .boxed(),
-            _ => self
-                .noise
-                .upgrade_outbound(socket, "/noise")
-                .map_ok(|(peer, output)| (peer, Either::Right(output)))
-                .map_err(HandshakeError::Noise)
-                .boxed(),
+            _ => over_noise(self.noise.upgrade_outbound(socket, "/noise")),
         }
     }
 }
 
-fn certificate_refused(error: rustls::Error) -> HandshakeError {
-    HandshakeError::Tls(io::Error::new(io::ErrorKind::InvalidData, error))
+/// A finished TLS handshake's stream, with the peer its certificate names.
+fn over_tls<C>(
+    stream: futures_rustls::TlsStream<C>,
+) -> Result<(PeerId, Secured<C>), HandshakeError> {
+    let peer = tls::peer_id(stream.get_ref().1)
+        .map_err(|error| HandshakeError::Tls(io::Error::new(io::ErrorKind::InvalidData, error)))?;
+    Ok((peer, Either::Left(stream)))
+}
+
+/// A noise handshake, with its stream as a [`Secured`] one.
+fn over_noise<C: Send + 'static>(
+    handshake: impl Future<Output = Result<(PeerId, noise::Output<C>), noise::Error>> + Send + 'static,
+) -> BoxFuture<'static, Result<(PeerId, Secured<C>), HandshakeError>> {
+    handshake
+        .map_ok(|(peer, output)| (peer, Either::Right(output)))
+        .map_err(HandshakeError::Noise)
+        .boxed()
 }
