@@ -307,6 +307,63 @@ async fn shown(swarm: &Swarm, peer: libp2p::PeerId, hash: Hash) -> Vec<u8> {
 }
 
 #[tokio::test]
+async fn a_seed_with_an_upload_limit_refuses_what_it_cannot_send_within_two_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(4 * MIB, 31);
+    let store = Store::open(dir.path().join("seed")).unwrap();
+    let hash = store.import_bytes(&data).unwrap();
+    // 256 KiB/s: two seconds of it are two answers of 256 KiB.
+    let seed = Swarm::spawn(
+        store,
+        SwarmConfig::listen([loopback()]).with_upload_limit(256 << 10),
+    )
+    .unwrap();
+    let addr = listen_addr(&seed).await;
+    let (_store, leech) = swarm(&dir, "leech");
+    leech.dial(addr).await.unwrap();
+
+    let get = |start: u64| Request::Get {
+        hash,
+        start,
+        end: start + 16,
+    };
+    // The first answer takes the budget's one second of burst, so that
+    // the next ones wait for it.
+    assert!(matches!(
+        getter::request(&leech, seed.peer_id(), &get(0))
+            .await
+            .unwrap(),
+        Response::Data { .. }
+    ));
+    let gets: Vec<Request> = (0..4).map(|i| get(i * 16)).collect();
+    let answers = futures::future::join_all(
+        gets.iter()
+            .map(|request| getter::request(&leech, seed.peer_id(), request)),
+    )
+    .await;
+    let (mut data_answers, mut busy) = (0, 0);
+    for answer in answers {
+        match answer.unwrap() {
+            Response::Data { .. } => data_answers += 1,
+            Response::Refused(Refusal::Busy) => busy += 1,
+            other => panic!("expected chunks or busy, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        (data_answers, busy),
+        (2, 2),
+        "two answers fill two seconds of the budget; the others are refused at once"
+    );
+    // Once they are sent, the seed answers again.
+    assert!(matches!(
+        getter::request(&leech, seed.peer_id(), &get(0))
+            .await
+            .unwrap(),
+        Response::Data { .. }
+    ));
+}
+
+#[tokio::test]
 async fn bytes_that_rotted_on_the_seed_are_never_sent() {
     let dir = tempfile::tempdir().unwrap();
     let data = generate(2 * MIB, 3);

@@ -32,6 +32,7 @@ mod steer;
 mod tls;
 mod told;
 mod transport;
+mod upload;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -30,6 +30,7 @@ use super::budget::{Budget, Ticket, Use};
 use super::frame;
 use super::steer::Steer;
 use super::told::Told;
+use super::upload::Upload;
 use crate::bandwidth::Bandwidth;
 
 /// Largest request body read (requests are small).
@@ -61,6 +62,7 @@ pub(crate) async fn serve(
     use futures::StreamExt;
     let budget = Budget::new(LIMITS);
     let shown = Shown::default();
+    let upload = upload.map(Upload::new);
     let mut answers = tokio::task::JoinSet::new();
     while let Some(Some((peer, stream))) = stop.run_until_cancelled(incoming.next()).await {
         // Reap the finished ones so the set stays small.
@@ -96,7 +98,7 @@ async fn answer_stream(
     peer: PeerId,
     mut stream: Stream,
     mut ticket: Ticket,
-    upload: Option<Bandwidth>,
+    upload: Option<Upload>,
 ) {
     let request = tokio::time::timeout(
         REQUEST_TIMEOUT,
@@ -114,7 +116,16 @@ async fn answer_stream(
             return;
         }
     };
-    let (response, ticket) = if ticket.answer() {
+    // Chunks wait for the upload budget; more than its queue holds are
+    // refused, so that the peer asks another.
+    let admitted = match (&upload, &request) {
+        (Some(upload), Request::Get { start, end, .. }) => {
+            Some(upload.admit(end.saturating_sub(*start) * CHUNK_SIZE))
+        }
+        _ => None,
+    };
+    let queue_full = matches!(admitted, Some(None));
+    let (response, ticket) = if !queue_full && ticket.answer() {
         tokio::task::spawn_blocking(move || {
             let response = answer(&store, &shown, peer, &request, &mut ticket);
             (response, ticket)
@@ -124,13 +135,17 @@ async fn answer_stream(
     } else {
         (Response::Refused(Refusal::Busy), ticket)
     };
-    if let (Some(budget), Response::Data { encoded, .. }) = (&upload, &response) {
-        budget.take(encoded.len() as u64).await;
-    }
+    let limited = match (&upload, &response) {
+        (Some(upload), Response::Data { .. }) => Some(upload),
+        _ => None,
+    };
     let bytes = encode_frame(&response);
     drop(response);
     let written = tokio::time::timeout(ANSWER_TIMEOUT, async {
-        stream.write_all(&bytes).await?;
+        match limited {
+            Some(upload) => upload.write(&mut stream, &bytes).await?,
+            None => stream.write_all(&bytes).await?,
+        }
         stream.close().await
     })
     .await;
@@ -141,6 +156,7 @@ async fn answer_stream(
     }
     // Held until here: the answer's bytes count until they are gone.
     drop(ticket);
+    drop(admitted);
 }
 
 /// The answer to `peer`'s request, from what the store holds, if `ticket`
