@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use p2pmodel_simnet::net::LinkSpec;
+use p2pmodel_simnet::net::{LinkSpec, megabits};
 use p2pmodel_simnet::report::{Summary, svg, table};
 use p2pmodel_simnet::run::run;
 use p2pmodel_simnet::scenario::{Base, Kind, Scenario};
@@ -48,6 +48,10 @@ struct Args {
     /// Writes report.json and report.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// In the heterogeneous scenario, the slow leechers serve peers at
+    /// most this many Mbit/s (unlimited when not given).
+    #[arg(long, value_name = "MBIT")]
+    slow_upload_mbit: Option<f64>,
     /// Prints how far the leechers are every this many seconds of
     /// virtual time (to stderr).
     #[arg(long, value_name = "SECONDS")]
@@ -69,6 +73,12 @@ fn main() -> anyhow::Result<()> {
         args.mbit.is_finite() && args.mbit > 0.0,
         "--mbit must be a positive number"
     );
+    if let Some(mbit) = args.slow_upload_mbit {
+        anyhow::ensure!(
+            mbit.is_finite() && mbit > 0.0,
+            "--slow-upload-mbit must be a positive number"
+        );
+    }
     let watch = match args.watch {
         Some(seconds) => {
             anyhow::ensure!(
@@ -86,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         peers_per_node: args.peers_per_node,
         seed: args.seed,
         piece_chunks: args.piece_kib.map(|kib| kib.div_ceil(16).max(1)),
+        slow_upload_limit: args.slow_upload_mbit.map(megabits),
     };
     let mut runs = Vec::new();
     let mut summaries = Vec::new();

@@ -209,6 +209,8 @@ const SEED_HOST: HostId = HostId(0);
 struct Plan {
     index: usize,
     link: LinkSpec,
+    /// What it serves peers at most, in bytes per second.
+    upload_limit: Option<u64>,
     /// Its host on the simulated network (swarm runs only).
     host: Option<HostId>,
     starts: Duration,
@@ -233,6 +235,7 @@ async fn play(
                 &work.join("seed"),
                 Some((&net, host)),
                 scenario.piece_chunks,
+                None,
             )
             .map_err(|e| RunError::Seed(e.to_string()))?;
             let hash = seed
@@ -370,9 +373,14 @@ fn plan(scenario: &Scenario, source: &Source) -> Vec<Plan> {
                 }
                 _ => (None, Vec::new()),
             };
+            let upload_limit = scenario
+                .slow
+                .filter(|slow| slow.link == link)
+                .and_then(|slow| slow.upload_limit);
             Plan {
                 index,
                 link,
+                upload_limit,
                 host,
                 starts: spacing * index as u32,
                 crash,
@@ -410,6 +418,7 @@ fn start_node(
     dir: &Path,
     net: Option<(&Network, HostId)>,
     piece_chunks: Option<u64>,
+    upload_limit: Option<u64>,
 ) -> Result<Node, p2pmodel_node::SpawnError> {
     let mut builder = NodeBuilder::new(dir);
     if let Some(chunks) = piece_chunks {
@@ -427,11 +436,13 @@ fn start_node(
         });
         // libp2p times handshakes on the wall clock: a loaded machine
         // must not fail connections that take no virtual time at all.
-        builder = builder.swarm(
-            SwarmConfig::listen([memory_addr(port_of(host))])
-                .with_transport(transport)
-                .with_handshake_timeout(WALL_CLOCK_HANDSHAKE),
-        );
+        let mut swarm = SwarmConfig::listen([memory_addr(port_of(host))])
+            .with_transport(transport)
+            .with_handshake_timeout(WALL_CLOCK_HANDSHAKE);
+        if let Some(limit) = upload_limit {
+            swarm = swarm.with_upload_limit(limit);
+        }
+        builder = builder.swarm(swarm);
     }
     builder.spawn()
 }
@@ -474,7 +485,12 @@ async fn leecher(context: Arc<Context>, plan: Plan) -> (LeecherOutcome, Option<N
             FetchRequest::hash(context.hash).with_mirror(origin.url().clone())
         }
     };
-    let mut node = match start_node(&dir, network, context.scenario.piece_chunks) {
+    let mut node = match start_node(
+        &dir,
+        network,
+        context.scenario.piece_chunks,
+        plan.upload_limit,
+    ) {
         Ok(node) => node,
         Err(error) => {
             outcome.error = Some(format!("cannot start: {error}"));
@@ -505,7 +521,12 @@ async fn leecher(context: Arc<Context>, plan: Plan) -> (LeecherOutcome, Option<N
         node.shutdown().await;
         tokio::time::sleep(down_for).await;
         net.restore(host);
-        node = match start_node(&dir, network, context.scenario.piece_chunks) {
+        node = match start_node(
+            &dir,
+            network,
+            context.scenario.piece_chunks,
+            plan.upload_limit,
+        ) {
             Ok(node) => node,
             Err(error) => {
                 outcome.error = Some(format!("cannot restart: {error}"));

@@ -51,6 +51,9 @@ pub struct SlowShare {
     pub share: f64,
     /// Their link.
     pub link: LinkSpec,
+    /// What they serve peers at most, in bytes per second (`None`: as
+    /// much as their link carries).
+    pub upload_limit: Option<u64>,
 }
 
 /// A share of the leechers that crash and come back.
@@ -115,6 +118,9 @@ pub struct Base {
     pub seed: u64,
     /// Chunks per request; `None`: the node's default.
     pub piece_chunks: Option<u64>,
+    /// The slow leechers' upload limit (heterogeneous), in bytes per
+    /// second; `None`: unlimited.
+    pub slow_upload_limit: Option<u64>,
 }
 
 impl Scenario {
@@ -152,6 +158,7 @@ impl Scenario {
                 scenario.slow = Some(SlowShare {
                     share: 0.3,
                     link: slow,
+                    upload_limit: base.slow_upload_limit,
                 });
             }
             Kind::Churn => {
@@ -232,6 +239,7 @@ mod tests {
             peers_per_node: 8,
             seed: 1,
             piece_chunks: None,
+            slow_upload_limit: None,
         }
     }
 

@@ -19,6 +19,7 @@ fn base() -> Base {
         peers_per_node: 3,
         seed: 7,
         piece_chunks: None,
+        slow_upload_limit: None,
     }
 }
 
