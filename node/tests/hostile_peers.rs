@@ -18,7 +18,7 @@ use p2pmodel_protocol::chunks::CHUNK_SIZE;
 use p2pmodel_protocol::wire::{Refusal, Request, Response};
 use p2pmodel_protocol::{Hash, Outboard};
 use p2pmodel_store::{PartialKey, PartialMode};
-use testkit::{HostilePeer, Misbehaviour, b3sum, generate, listen_addr};
+use testkit::{HostilePeer, Misbehaviour, OUTBOARD_LATE, b3sum, generate, listen_addr};
 
 const MIB: u64 = 1 << 20;
 /// The blob every case moves.
@@ -227,6 +227,34 @@ async fn seeds_with_torn_chunks_never_serve_them_and_the_leecher_gets_them_elsew
     .expect("the fetch ends")
     .expect("the honest seed fills the torn chunks");
     assert_eq!(b3sum(fetched.path()), hash.to_hex());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_slow_to_lend_its_outboard_is_asked_again_until_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(SIZE, 13);
+    let hash = Hash::of(&data);
+    // It drops every outboard request for its first 6 s: longer than the
+    // first three rounds of asking (1.5 s), well within the 30 s of
+    // patience for peers that failed only transiently.
+    let started = std::time::Instant::now();
+    let late = HostilePeer::serving(&data, Misbehaviour::OutboardLate).await;
+    let leech = leech(&dir);
+
+    let fetched = tokio::time::timeout(
+        STUCK,
+        leech
+            .fetch(FetchRequest::hash(hash).with_peer(late.addr()))
+            .unwrap(),
+    )
+    .await
+    .expect("the fetch ends")
+    .expect("the outboard is lent once the peer can");
+    assert_eq!(b3sum(fetched.path()), hash.to_hex());
+    assert!(
+        started.elapsed() >= OUTBOARD_LATE,
+        "the fetch waited for the outboard"
+    );
 }
 
 macro_rules! cases {

@@ -52,14 +52,21 @@ pub enum Misbehaviour {
     /// Announces a frame of exactly `MAX_FRAME` bytes, then sends junk
     /// for as long as the stream stays open.
     Endless,
+    /// Not a lie: drops every `GetOutboard` stream during its first
+    /// [`OUTBOARD_LATE`], as a seed swamped by a crowd might, and answers
+    /// everything else honestly.
+    OutboardLate,
 }
+
+/// How long a [`Misbehaviour::OutboardLate`] peer keeps its outboard.
+pub const OUTBOARD_LATE: Duration = Duration::from_secs(6);
 
 impl std::str::FromStr for Misbehaviour {
     type Err = String;
 
     /// A variant by its name in kebab case: `flip-byte`, `wrong-size`,
     /// `lies-about-size`, `other-blob`, `refuse-get`, `silent`, `trickle`,
-    /// `oversized`, `endless`.
+    /// `oversized`, `endless`, `outboard-late`.
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         Ok(match name {
             "flip-byte" => Self::FlipByte,
@@ -71,6 +78,7 @@ impl std::str::FromStr for Misbehaviour {
             "trickle" => Self::Trickle,
             "oversized" => Self::Oversized,
             "endless" => Self::Endless,
+            "outboard-late" => Self::OutboardLate,
             other => return Err(format!("no misbehaviour is called {other:?}")),
         })
     }
@@ -107,6 +115,8 @@ struct Held {
     /// A blob of the same size with other bytes (for [`Misbehaviour::OtherBlob`]).
     other: Option<(Vec<u8>, Outboard)>,
     misbehaviour: Misbehaviour,
+    /// When it started serving.
+    started: std::time::Instant,
 }
 
 impl HostilePeer {
@@ -124,6 +134,7 @@ impl HostilePeer {
             outboard,
             other,
             misbehaviour,
+            started: std::time::Instant::now(),
         });
         Self::start(Some(held)).await
     }
@@ -336,6 +347,11 @@ async fn answer(held: std::sync::Arc<Held>, mut stream: Stream) {
         (Misbehaviour::Oversized, Request::Get { .. }) => {
             let too_long = u32::try_from(MAX_FRAME + 1).expect("fits");
             too_long.to_be_bytes().to_vec()
+        }
+        (Misbehaviour::OutboardLate, Request::GetOutboard { .. })
+            if held.started.elapsed() < OUTBOARD_LATE =>
+        {
+            return;
         }
         (Misbehaviour::Endless, Request::Get { .. }) => {
             let max = u32::try_from(MAX_FRAME).expect("fits");

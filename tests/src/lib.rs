@@ -16,7 +16,7 @@ mod hostile;
 mod mirror;
 mod sockets;
 
-pub use hostile::{Flood, HostilePeer, Misbehaviour};
+pub use hostile::{Flood, HostilePeer, Misbehaviour, OUTBOARD_LATE};
 pub use mirror::{Faults, TestMirror};
 pub use sockets::{TcpSocket, TcpState, tcp_sockets};
 
