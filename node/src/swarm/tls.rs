@@ -93,12 +93,18 @@ impl TlsConfigs {
             .with_custom_certificate_verifier(Arc::new(PeerCertificates))
             .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(&certified))));
         client.alpn_protocols = vec![ALPN.to_vec()];
+        // Every connection proves its certificate: no session is resumed
+        // (all peers share the one server name, so a client's cached
+        // sessions would be offered to every peer).
+        client.resumption = rustls::client::Resumption::disabled();
 
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)?
             .with_client_cert_verifier(Arc::new(PeerCertificates))
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         server.alpn_protocols = vec![ALPN.to_vec()];
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
         // A dialer using libp2p-tls lists ChaCha20 first; pick AES-GCM.
         server.ignore_client_order = true;
 
@@ -299,6 +305,42 @@ mod tests {
         );
         let suite = client.get_ref().1.negotiated_cipher_suite().unwrap();
         assert_eq!(suite.suite(), CipherSuite::TLS13_AES_128_GCM_SHA256);
+    }
+
+    #[tokio::test]
+    async fn a_second_connection_proves_its_certificate_again() {
+        let (dialer, listener) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (dialer, listener) = (
+            TlsConfigs::new(&dialer).unwrap(),
+            TlsConfigs::new(&listener).unwrap(),
+        );
+        for _ in 0..2 {
+            let (to_listener, to_dialer) = connected().await;
+            let (client, server) = tokio::join!(
+                TlsConnector::from(Arc::clone(&dialer.client))
+                    .connect(no_server_name(), to_listener),
+                TlsAcceptor::from(Arc::clone(&listener.server)).accept(to_dialer),
+            );
+            let (mut client, mut server) = (client.unwrap(), server.unwrap());
+            assert_eq!(
+                client.get_ref().1.handshake_kind(),
+                Some(rustls::HandshakeKind::Full)
+            );
+            assert!(peer_id(server.get_ref().1).is_ok());
+            // A byte each way, so that any session ticket the server
+            // sends after the handshake reaches the client.
+            use futures::{AsyncReadExt, AsyncWriteExt};
+            let mut byte = [0u8; 1];
+            let (sent, read) = tokio::join!(
+                async {
+                    server.write_all(b"x").await?;
+                    server.flush().await
+                },
+                client.read_exact(&mut byte),
+            );
+            sent.unwrap();
+            read.unwrap();
+        }
     }
 
     #[tokio::test]
