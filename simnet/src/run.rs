@@ -375,7 +375,7 @@ fn plan(scenario: &Scenario, source: &Source) -> Vec<Plan> {
             };
             let upload_limit = scenario
                 .slow
-                .filter(|slow| slow.link == link)
+                .filter(|_| index < scenario.slow_leechers())
                 .and_then(|slow| slow.upload_limit);
             Plan {
                 index,

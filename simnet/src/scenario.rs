@@ -181,17 +181,20 @@ impl Scenario {
 
     /// The leechers' links, in order: the slow share first, the rest after.
     pub fn leecher_links(&self) -> Vec<LinkSpec> {
-        let slow = self
-            .slow
+        let mut links = vec![self.leecher_link; self.leechers];
+        if let Some(share) = self.slow {
+            links[..self.slow_leechers()].fill(share.link);
+        }
+        links
+    }
+
+    /// How many leechers are slow: the first ones, in plan order.
+    pub fn slow_leechers(&self) -> usize {
+        self.slow
             .map_or(0, |slow| {
                 (slow.share * self.leechers as f64).round() as usize
             })
-            .min(self.leechers);
-        let mut links = vec![self.leecher_link; self.leechers];
-        if let Some(share) = self.slow {
-            links[..slow].fill(share.link);
-        }
-        links
+            .min(self.leechers)
     }
 
     /// The fluid lower bound of the time until every leecher has the blob,

@@ -81,7 +81,7 @@ async fn main() -> Result<()> {
             warm_memory(&dir, size_mib << 20)?;
             let fetch = peer_fetch(&leech_dir, hash, addr, encryption);
             times.push(measured(fetch).await?);
-            std::fs::remove_dir_all(dir.join(name)).ok();
+            std::fs::remove_dir_all(&leech_dir).ok();
         }
     }
     let tcp = median(&tcp);
